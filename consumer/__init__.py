@@ -1,0 +1,1 @@
+"""Consumer daemons: read snapshot entries from the stream shards, write changes to Postgres, acknowledge."""

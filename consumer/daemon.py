@@ -1,0 +1,163 @@
+"""The consumer daemon's loop: leases, reads, retries, trimming and a graceful stop, in one thread."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from types import FrameType
+
+import redis
+import structlog
+
+from consumer.batch import BatchProcessor, Limits
+from consumer.errors import Transient, Unavailable, classify_redis_error
+from consumer.leases import Leases
+from consumer.plan import Entry
+from consumer.stream import NEW, OWN_HISTORY, ShardStreams
+from consumer.writer import Writer
+from shared.backoff import compute_backoff
+from shared.keys import Keys
+from shared.redis_client import connect
+from shared.settings import Settings
+from shared.trim import trim
+
+log = structlog.get_logger(__name__)
+
+
+class Daemon:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.name = settings.consumer_name
+        self.keys = Keys(settings.stream, settings.group, settings.shards)
+        self.client = connect(settings.redis_url, settings.redis_timeout_s)
+        self.streams = ShardStreams(self.client, self.keys, self.name)
+        self.leases = Leases(self.client, self.keys, self.name, settings.claim_idle_ms)
+        self.writer = Writer(settings.database_url, settings.db_deadline_s, application_name=f"odds-{self.name}")
+        self.processor = BatchProcessor(
+            self.streams, self.writer, Limits(settings.max_entry_bytes, settings.max_deliveries)
+        )
+        # A shard becomes ready (read with ">") once our own history there is drained and no other
+        # consumer still holds entries of it: reading new entries earlier could reorder a feed.
+        self.ready: set[int] = set()
+        self.stopping = False
+        self._wake = threading.Event()
+        self._next_trim = 0.0
+
+    def run(self) -> int:
+        self._install_signals()
+        structlog.contextvars.bind_contextvars(stream=self.settings.stream, group=self.settings.group,
+                                               consumer=self.name)
+        log.info("consumer_started", redis=self.settings.redis_url, database=self.settings.database_url,
+                 shards=self.settings.shards)
+        failures = 0
+        while not self.stopping:
+            try:
+                worked = self._step()
+                failures = 0
+                if not worked:
+                    self._sleep(compute_backoff(0, base_s=0.05, cap_s=0.05))
+            except Transient as exc:
+                level = log.error if isinstance(exc, Unavailable) else log.warning
+                level("consumer_retrying", cause=exc.cause, error=str(exc), attempt=failures)
+                self._sleep(compute_backoff(failures, base_s=0.1, cap_s=10.0))
+                failures += 1
+        self._release()
+        log.info("consumer_stopped")
+        return 0
+
+    def _step(self) -> bool:
+        try:
+            return self._step_redis()
+        except redis.RedisError as exc:
+            raise classify_redis_error(exc) from exc
+
+    def _step_redis(self) -> bool:
+        gained, _ = self.leases.maintain()
+        if gained:
+            self.streams.ensure_groups()
+        self.ready &= self.leases.owned
+        shards = {n: NEW if n in self.ready else OWN_HISTORY for n in self.leases.owned}
+        per_shard = max(1, self.settings.batch_size // max(1, len(shards)))
+        result = self.streams.read(shards, per_shard)
+        for n in result.lost_leases:
+            self.leases.owned.discard(n)
+            self.ready.discard(n)
+        for n in result.drained_history:
+            self._take_over(n)
+        if result.entries:
+            self._process(result.entries)
+        self._trim_if_due()
+        return bool(result.entries)
+
+    def _take_over(self, n: int) -> None:
+        """Claim what a dead consumer left pending on shard n; ready once nobody else holds any of it."""
+        claimed, deleted = self.streams.claim_idle(n, self.settings.claim_idle_ms)
+        if deleted:
+            log.error("pending_entries_trimmed_before_reclaim", shard=n, lost=len(deleted))
+            self.client.hincrby(self.keys.stats, "lost_trimmed", len(deleted))
+        if claimed:
+            log.info("entries_reclaimed", shard=n, count=claimed)
+        elif self.streams.others_pending(n) == 0:
+            self.ready.add(n)
+            log.info("shard_ready", shard=n)
+
+    def _process(self, entries: list[Entry]) -> None:
+        """Retry the batch until it is committed and acknowledged, or until it is someone else's.
+
+        Transient failures never drop the batch. While retrying we keep our leases; if one is lost anyway
+        (or a stop was asked), the batch is left pending and its shard's next owner reclaims it.
+        """
+        attempt = 0
+        while True:
+            try:
+                outcome = self.processor.process(entries)
+                log.info("batch_committed", entries=len(entries), **outcome.counts)
+                return
+            except redis.RedisError as exc:
+                error: Transient = classify_redis_error(exc)  # type: ignore[assignment]
+            except Transient as exc:
+                error = exc
+            log.warning("batch_retrying", cause=error.cause, error=str(error), attempt=attempt)
+            if self.stopping:
+                log.warning("batch_left_pending_for_reclaim", entries=len(entries))
+                return
+            self._sleep(compute_backoff(attempt, base_s=0.1, cap_s=10.0))
+            attempt += 1
+            try:
+                self.leases.maintain(force=True)
+            except redis.RedisError:
+                continue
+            if {e.stream for e in entries} - {self.keys.shard(n) for n in self.leases.owned}:
+                log.warning("batch_abandoned_lease_lost", entries=len(entries))
+                return
+
+    def _trim_if_due(self) -> None:
+        if time.monotonic() < self._next_trim:
+            return
+        self._next_trim = time.monotonic() + self.settings.trim_interval_s
+        for n in sorted(self.ready):
+            trim(self.client, self.keys.shard(n), self.settings.stream_hard_cap, self.keys.stats)
+
+    def _release(self) -> None:
+        try:
+            self.leases.release_all()
+        except redis.RedisError as exc:
+            log.warning("lease_release_failed", error=str(exc))
+        self.writer.discard()
+
+    def _sleep(self, seconds: float) -> None:
+        self._wake.wait(seconds)
+
+    def _install_signals(self) -> None:
+        def on_signal(signum: int, _: FrameType | None) -> None:
+            if self.stopping:
+                # Second signal: leave at once. Whatever is pending is reclaimed by the next owner.
+                os._exit(128 + signum)
+            self.stopping = True
+            self._wake.set()
+            log.info("consumer_stopping", signal=signal.Signals(signum).name)
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)

@@ -1,0 +1,49 @@
+"""Failure policy as exception types: what is retried, what is dead-lettered, what only waits.
+
+Postgres errors are classified by SQLSTATE, not by DB-API class: an OperationalError can be a dropped
+connection (retry) or a wrong password (no retry will help, but dropping data would be worse).
+"""
+
+from __future__ import annotations
+
+import psycopg
+import redis
+
+
+class Transient(Exception):
+    """The batch could not be finished now; retry it with backoff. Never dropped, never dead-lettered."""
+
+    cause = "transient"
+
+
+class Unavailable(Transient):
+    """Retrying is right, but a person must act (credentials, disk full, schema not migrated)."""
+
+    cause = "unavailable"
+
+
+class BatchDataError(Exception):
+    """Postgres rejected the data of some entry in the batch (class 22 or 23): find it and dead-letter it."""
+
+
+# Class 08 is connection exceptions; 57P01..57P03 are shutdown and cannot-connect-now; 40001 and 40P01 are
+# serialization failure and deadlock, which succeed when run again.
+_RETRY_STATES = ("57P01", "57P02", "57P03", "40001", "40P01")
+_DATA_CLASSES = ("22", "23")
+
+
+def classify_db_error(exc: psycopg.Error) -> Exception:
+    state = exc.sqlstate
+    if state is None or state.startswith("08") or state in _RETRY_STATES:
+        return Transient(f"postgres: {type(exc).__name__}: {exc}".strip())
+    if state[:2] in _DATA_CLASSES:
+        return BatchDataError(f"postgres rejected the data ({state}): {exc}".strip())
+    return Unavailable(f"postgres error {state}: {exc}".strip())
+
+
+def classify_redis_error(exc: redis.RedisError) -> Exception:
+    if isinstance(exc, redis.ConnectionError | redis.TimeoutError):
+        return Transient(f"redis: {type(exc).__name__}: {exc}")
+    if isinstance(exc, redis.ResponseError) and str(exc).startswith(("LOADING", "BUSY", "TRYAGAIN", "MASTERDOWN")):
+        return Transient(f"redis: {exc}")
+    return Unavailable(f"redis: {type(exc).__name__}: {exc}")

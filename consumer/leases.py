@@ -1,0 +1,98 @@
+"""Shard leases: each stream shard has at most one active reader, so each feed is written in order.
+
+With several consumers reading one stream, two entries of one feed can be committed out of order. Instead,
+each shard is leased to one consumer (a Redis key holding its name, with a TTL it keeps renewing), and the
+shards are spread evenly over the live consumers. The lease is checked atomically with every read (see
+stream.py), so a consumer that lost its lease can no longer take new entries.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+
+import redis
+import structlog
+
+from shared.keys import Keys
+
+log = structlog.get_logger(__name__)
+
+# Take the lease if it is free or already ours: a consumer restarted under the same name resumes its shards
+# at once instead of waiting for its own old lease to expire.
+_ACQUIRE = """
+local holder = redis.call('GET', KEYS[1])
+if holder == false or holder == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+"""
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+class Leases:
+    def __init__(self, client: redis.Redis, keys: Keys, name: str, ttl_ms: int) -> None:
+        self._client = client
+        self._keys = keys
+        self._name = name
+        self._ttl_ms = ttl_ms
+        self._acquire = client.register_script(_ACQUIRE)
+        self._renew = client.register_script(_RENEW)
+        self._release = client.register_script(_RELEASE)
+        self.owned: set[int] = set()
+        self._next_maintenance = 0.0
+
+    def maintain(self, force: bool = False) -> tuple[set[int], set[int]]:
+        """Heartbeat, renew, and rebalance towards a fair share; returns (gained, lost) shards.
+
+        Runs at most every fifth of the TTL, so a renewal is never close to the expiry.
+        """
+        now = time.monotonic()
+        if not force and now < self._next_maintenance:
+            return set(), set()
+        self._next_maintenance = now + self._ttl_ms / 5000
+        live = self._heartbeat()
+        lost = {n for n in self.owned if not self._renew(keys=[self._keys.lease(n)], args=[self._name, self._ttl_ms])}
+        self.owned -= lost
+        fair = math.ceil(self._keys.shards / max(live, 1))
+        for n in sorted(self.owned, reverse=True)[: max(0, len(self.owned) - fair)]:
+            self.release(n)
+        gained: set[int] = set()
+        free = [n for n in range(self._keys.shards) if n not in self.owned]
+        random.shuffle(free)  # consumers starting together should not all race for shard 0
+        for n in free:
+            if len(self.owned) >= fair:
+                break
+            if self._acquire(keys=[self._keys.lease(n)], args=[self._name, self._ttl_ms]):
+                self.owned.add(n)
+                gained.add(n)
+        if gained or lost:
+            log.info("shard_leases_changed", owned=sorted(self.owned), gained=sorted(gained), lost=sorted(lost),
+                     live_consumers=live)
+        return gained, lost
+
+    def release(self, n: int) -> None:
+        self._release(keys=[self._keys.lease(n)], args=[self._name])
+        self.owned.discard(n)
+
+    def release_all(self) -> None:
+        for n in list(self.owned):
+            self.release(n)
+        self._client.zrem(self._keys.members, self._name)
+
+    def _heartbeat(self) -> int:
+        now_ms = int(time.time() * 1000)
+        pipe = self._client.pipeline(transaction=False)
+        pipe.zadd(self._keys.members, {self._name: now_ms})
+        pipe.zremrangebyscore(self._keys.members, "-inf", now_ms - self._ttl_ms)
+        pipe.zcard(self._keys.members)
+        return int(pipe.execute()[2])

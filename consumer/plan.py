@@ -1,0 +1,161 @@
+"""Pure processing: turn the entries of a batch and the stored state of their feeds into a write plan.
+
+No I/O happens here. Each feed's entries are applied in capture-time order, exactly as one in-order writer
+would apply them, so the plan is the same whichever consumer runs it and however often.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+
+from shared.keys import feed_key
+from shared.wire import Decoded, Envelope, InvalidEntry, MarketRow, fingerprint, parse_envelope
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """A stream entry as read: fields is None when trimming deleted it while it was pending."""
+
+    stream: str
+    entry_id: bytes
+    fields: dict[bytes, bytes] | None
+    deliveries: int
+
+
+@dataclass(frozen=True, slots=True)
+class Parsed:
+    entry: Entry
+    envelope: Envelope
+    digest: bytes  # fingerprint of the raw data bytes: equals the content fingerprint for canonical data
+
+    @property
+    def feed(self) -> str:
+        return feed_key(self.envelope.event, self.envelope.bookmaker)
+
+
+@dataclass(frozen=True, slots=True)
+class Poison:
+    entry: Entry
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class FeedState:
+    """What is stored for a feed: its newest snapshot and the capture time it was last confirmed at."""
+
+    snapshot_id: int | None
+    fingerprint: bytes | None
+    last_ts_ms: int
+
+
+EMPTY_FEED = FeedState(None, None, -1)
+
+
+@dataclass(slots=True)
+class NewSnapshot:
+    feed: str
+    captured_at_ms: int
+    last_confirmed_ms: int
+    fingerprint: bytes
+    markets: tuple[MarketRow, ...]
+
+
+@dataclass(slots=True)
+class Plan:
+    inserts: list[NewSnapshot] = field(default_factory=list)
+    confirms: dict[int, int] = field(default_factory=dict)  # existing snapshot id -> newest capture ms
+    unchanged: int = 0
+    stale: list[Parsed] = field(default_factory=list)
+    duplicates: list[Parsed] = field(default_factory=list)
+    poison: list[Poison] = field(default_factory=list)
+    final: dict[str, tuple[bytes, int]] = field(default_factory=dict)  # feed -> (fingerprint, last ts)
+
+
+def parse(entries: Iterable[Entry], max_entry_bytes: int, max_deliveries: int) -> tuple[list[Parsed], list[Poison]]:
+    parsed: list[Parsed] = []
+    poison: list[Poison] = []
+    for entry in entries:
+        if entry.fields is None:
+            continue  # counted as lost by the stream reader; nothing left to parse
+        if entry.deliveries > max_deliveries:
+            poison.append(Poison(entry, f"delivered {entry.deliveries} times without being acknowledged"))
+            continue
+        try:
+            envelope = parse_envelope(entry.fields, max_entry_bytes)
+        except InvalidEntry as exc:
+            poison.append(Poison(entry, str(exc)))
+            continue
+        parsed.append(Parsed(entry, envelope, fingerprint(envelope.data)))
+    return parsed, poison
+
+
+Decoder = Callable[[Parsed], Decoded]
+
+
+def plan(parsed: Iterable[Parsed], states: Mapping[str, FeedState], decode: Decoder) -> Plan:
+    """Apply each feed's entries in capture-time order to its stored state.
+
+    An entry captured before the feed's last confirmation is stale and changes nothing; one captured at that
+    very time is a redelivery or a repeated publish. An entry whose raw digest equals the current
+    fingerprint is unchanged without being decoded: that is the fast path.
+    """
+    result = Plan()
+    by_feed: dict[str, list[Parsed]] = {}
+    for p in parsed:
+        by_feed.setdefault(p.feed, []).append(p)
+    for feed, items in by_feed.items():
+        items.sort(key=lambda p: p.envelope.ts_ms)
+        _plan_feed(feed, items, states.get(feed, EMPTY_FEED), decode, result)
+    return result
+
+
+def _plan_feed(feed: str, items: list[Parsed], state: FeedState, decode: Decoder, result: Plan) -> None:
+    current_fp, last_ts = state.fingerprint, state.last_ts_ms
+    current_new: NewSnapshot | None = None
+    for p in items:
+        ts = p.envelope.ts_ms
+        if ts < last_ts:
+            result.stale.append(p)
+            continue
+        if ts == last_ts:
+            result.duplicates.append(p)
+            continue
+        if p.digest != current_fp:
+            try:
+                decoded = decode(p)
+            except InvalidEntry as exc:
+                result.poison.append(Poison(p.entry, str(exc)))
+                continue
+            if decoded.fingerprint != current_fp:
+                current_new = NewSnapshot(feed, ts, ts, decoded.fingerprint, decoded.markets)
+                result.inserts.append(current_new)
+                current_fp, last_ts = decoded.fingerprint, ts
+                continue
+        result.unchanged += 1
+        if current_new is not None:
+            current_new.last_confirmed_ms = ts
+        elif state.snapshot_id is not None:
+            result.confirms[state.snapshot_id] = ts
+        last_ts = ts
+    if current_fp is not None:
+        result.final[feed] = (current_fp, last_ts)
+
+
+def memo_decoder(decode_data: Callable[[bytes], Decoded]) -> Decoder:
+    """Decode each distinct data payload once, however many entries of the batch carry it."""
+    seen: dict[bytes, Decoded | InvalidEntry] = {}
+
+    def decode(p: Parsed) -> Decoded:
+        outcome = seen.get(p.digest)
+        if outcome is None:
+            try:
+                outcome = decode_data(p.envelope.data)
+            except InvalidEntry as exc:
+                outcome = exc
+            seen[p.digest] = outcome
+        if isinstance(outcome, InvalidEntry):
+            raise outcome
+        return outcome
+
+    return decode

@@ -1,0 +1,195 @@
+"""Stream I/O of a consumer: read its shards, reclaim a dead consumer's entries, acknowledge, dead-letter."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+import structlog
+
+from consumer.plan import Entry, Poison
+from shared.keys import Keys
+
+log = structlog.get_logger(__name__)
+
+# One atomic step per shard: check that the lease is still ours, then read. A consumer that was frozen
+# past its lease therefore cannot take entries that the shard's new owner is about to read, which would
+# let two consumers write one feed out of order. (Redis refuses BLOCK inside scripts, so reads poll.)
+_READ = """
+local out = {}
+for i = 1, #KEYS / 2 do
+  local lease, stream = KEYS[2 * i - 1], KEYS[2 * i]
+  if redis.call('GET', lease) == ARGV[1] then
+    local r = redis.call('XREADGROUP', 'GROUP', ARGV[2], ARGV[1], 'COUNT', ARGV[3], 'STREAMS', stream,
+                         ARGV[3 + i])
+    out[i] = {stream, 1, r and r[1][2] or {}}
+  else
+    out[i] = {stream, 0, {}}
+  end
+end
+return out
+"""
+NEW = ">"
+OWN_HISTORY = "0"  # re-read our own pending entries: after a crash, or after claiming a dead consumer's
+
+
+@dataclass
+class ReadResult:
+    entries: list[Entry] = field(default_factory=list)
+    lost_leases: set[int] = field(default_factory=set)
+    drained_history: set[int] = field(default_factory=set)  # shards whose own history read came back empty
+
+
+@dataclass
+class Outcome:
+    """What a processed batch leaves behind in Redis, written in one MULTI after the Postgres commit."""
+
+    acks: dict[str, list[bytes]] = field(default_factory=dict)
+    dead: list[Poison] = field(default_factory=list)
+    fingerprints: dict[str, tuple[bytes, int]] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def ack(self, entries: Iterable[Entry]) -> None:
+        for entry in entries:
+            self.acks.setdefault(entry.stream, []).append(entry.entry_id)
+
+    def count(self, name: str, n: int) -> None:
+        if n:
+            self.counts[name] = self.counts.get(name, 0) + n
+
+
+class ShardStreams:
+    def __init__(self, client: redis.Redis, keys: Keys, consumer: str) -> None:
+        self._client = client
+        self._keys = keys
+        self.consumer = consumer
+        self._read = client.register_script(_READ)
+
+    def ensure_groups(self) -> None:
+        """Create the group on every shard from id 0 (never $, which would skip what is already there)."""
+        for stream in self._keys.all_shards():
+            try:
+                self._client.xgroup_create(stream, self._keys.group, id="0", mkstream=True)
+            except redis.ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+
+    def read(self, shards: Mapping[int, str], count: int) -> ReadResult:
+        """Read up to count entries from each shard at the given id (NEW or OWN_HISTORY)."""
+        result = ReadResult()
+        if not shards:
+            return result
+        order = sorted(shards)
+        keys: list[str] = []
+        for n in order:
+            keys += [self._keys.lease(n), self._keys.shard(n)]
+        try:
+            reply = self._read(keys=keys, args=[self.consumer, self._keys.group, count, *(shards[n] for n in order)])
+        except redis.ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            # Redis lost the stream or the group (restart without persistence): recreate and read again.
+            log.warning("consumer_group_missing_recreating", error=str(exc))
+            self.ensure_groups()
+            return result
+        for n, (stream, held, raw_entries) in zip(order, reply):
+            if not held:
+                result.lost_leases.add(n)
+                continue
+            entries = [_entry(stream.decode(), raw) for raw in raw_entries]
+            if shards[n] == OWN_HISTORY:
+                if not entries:
+                    result.drained_history.add(n)
+                entries = self._with_deliveries(entries)
+            result.entries += entries
+        return result
+
+    def claim_idle(self, n: int, min_idle_ms: int) -> tuple[int, list[bytes]]:
+        """Move every entry idle past min_idle_ms into our pending list, sweeping the cursor to 0-0.
+
+        XAUTOCLAIM looks at no more than COUNT*10 entries per call, so one call can leave a tail behind.
+        (Not JUSTID: redis-py drops the cursor from that reply.)
+        Returns how many were claimed, and the ids that were pending but deleted by trimming (lost).
+        """
+        stream, cursor = self._keys.shard(n), "0-0"
+        claimed, deleted = 0, []
+        while True:
+            reply = self._client.xautoclaim(
+                stream, self._keys.group, self.consumer, min_idle_ms, start_id=cursor, count=100
+            )
+            cursor, claimed = reply[0], claimed + len(reply[1])
+            if len(reply) > 2:
+                deleted += reply[2]
+            if cursor in (b"0-0", "0-0"):
+                return claimed, deleted
+
+    def others_pending(self, n: int) -> int:
+        summary = self._client.xpending(self._keys.shard(n), self._keys.group)
+        me = self.consumer.encode()
+        return sum(int(c["pending"]) for c in summary.get("consumers") or [] if c["name"] != me)
+
+    def fingerprints(self, feeds: list[str]) -> dict[str, tuple[bytes, int]]:
+        if not feeds:
+            return {}
+        values = self._client.hmget(self._keys.fingerprints, feeds)
+        return {f: decode_fingerprint(v) for f, v in zip(feeds, values) if v is not None}
+
+    def finish(self, outcome: Outcome) -> None:
+        """Record fingerprints, dead letters, counters and acknowledgements as one Redis transaction.
+
+        This runs only after the Postgres commit. MULTI makes the dead-letter XADD and its XACK one step,
+        so a crash cannot dead-letter an entry twice; a crash before it only causes a redelivery, which
+        the writer recognises as already applied.
+        """
+        pipe = self._client.pipeline(transaction=True)
+        if outcome.fingerprints:
+            pipe.hset(self._keys.fingerprints, mapping={
+                feed: encode_fingerprint(fp, ts) for feed, (fp, ts) in outcome.fingerprints.items()
+            })
+        for poison in outcome.dead:
+            pipe.xadd(self._keys.dead, self._dead_letter(poison))
+        for stream, ids in outcome.acks.items():
+            pipe.xack(stream, self._keys.group, *ids)
+        for name, n in outcome.counts.items():
+            pipe.hincrby(self._keys.stats, name, n)
+        pipe.hset(self._keys.stats, "last_commit_ms", int(time.time() * 1000))
+        pipe.execute()
+
+    def _dead_letter(self, poison: Poison) -> dict[str | bytes, Any]:
+        letter: dict[str | bytes, Any] = dict(poison.entry.fields or {})
+        letter.update({
+            "dead_reason": poison.reason,
+            "dead_source_stream": poison.entry.stream,
+            "dead_source_id": poison.entry.entry_id,
+            "dead_deliveries": poison.entry.deliveries,
+            "dead_consumer": self.consumer,
+            "dead_at_ms": int(time.time() * 1000),
+        })
+        return letter
+
+    def _with_deliveries(self, entries: list[Entry]) -> list[Entry]:
+        if not entries:
+            return entries
+        rows = self._client.xpending_range(
+            entries[0].stream, self._keys.group, min=entries[0].entry_id, max=entries[-1].entry_id,
+            count=len(entries), consumername=self.consumer,
+        )
+        counts = {row["message_id"]: int(row["times_delivered"]) for row in rows}
+        return [Entry(e.stream, e.entry_id, e.fields, counts.get(e.entry_id, e.deliveries)) for e in entries]
+
+
+def _entry(stream: str, raw: list[Any]) -> Entry:
+    entry_id, flat = raw[0], raw[1] if len(raw) > 1 else None
+    fields = None if not flat else dict(zip(flat[0::2], flat[1::2]))
+    return Entry(stream, entry_id, fields, 1)
+
+
+def encode_fingerprint(fp: bytes, ts_ms: int) -> bytes:
+    return fp + ts_ms.to_bytes(8, "big")
+
+
+def decode_fingerprint(value: bytes) -> tuple[bytes, int]:
+    return value[:-8], int.from_bytes(value[-8:], "big")

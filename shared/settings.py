@@ -1,0 +1,81 @@
+"""Every setting and its default, read from the environment once at start."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+ENV_PREFIX = "ODDS_"
+
+
+class SettingsError(ValueError):
+    """A setting from the environment or the command line is unusable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    redis_url: str = "redis://localhost:6379/0"
+    database_url: str = "postgresql://postgres@localhost:5432/odds"
+    # The stream name is a prefix: shard n lives at "{stream}:{n}". The shard count is part of the wire
+    # contract (publishers compute the shard), so change it only with the pipeline drained.
+    stream: str = "odds:snapshots"
+    shards: int = 4
+    group: str = "odds-writers"
+    consumer: str = ""
+    batch_size: int = 500
+    # A shard lease lasts this long without renewal; pending entries of a consumer that lost its lease are
+    # claimed once idle this long. It must exceed the worst batch, which db_deadline_s bounds.
+    claim_idle_ms: int = 30_000
+    db_deadline_s: float = 10.0
+    max_deliveries: int = 10
+    # Hard cap per shard: reached only when consumers fall that far behind; entries trimmed beyond the
+    # safe point are counted and logged as lost.
+    stream_hard_cap: int = 1_000_000
+    trim_interval_s: float = 5.0
+    max_entry_bytes: int = 1_048_576
+    redis_timeout_s: float = 2.0
+    producer_buffer: int = 100_000
+    metrics_port: int = 0
+
+    def __post_init__(self) -> None:
+        if self.shards < 1:
+            raise SettingsError("shards must be at least 1")
+        if self.batch_size < 1:
+            raise SettingsError("batch_size must be at least 1")
+        if self.db_deadline_s * 1000 >= self.claim_idle_ms:
+            raise SettingsError(
+                "claim_idle_ms must exceed db_deadline_s, or reclaim would take work from a live consumer"
+            )
+
+    @property
+    def consumer_name(self) -> str:
+        return self.consumer or f"{socket.gethostname()}-{os.getpid()}"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Read REDIS_URL, DATABASE_URL and ODDS_<FIELD> variables; keyword overrides (CLI flags) win."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for field in fields(cls):
+            name = field.name.upper()
+            raw = env.get(name) if name in ("REDIS_URL", "DATABASE_URL") else env.get(ENV_PREFIX + name)
+            if raw is not None:
+                values[field.name] = _parse(field.name, raw, type(getattr(cls, field.name)))
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        unknown = set(values) - {f.name for f in fields(cls)}
+        if unknown:
+            raise SettingsError(f"unknown settings: {sorted(unknown)}")
+        return cls(**values)
+
+    def with_(self, **changes: Any) -> Settings:
+        return replace(self, **changes)
+
+
+def _parse(name: str, raw: str, kind: type) -> Any:
+    try:
+        return kind(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{name}: cannot read {raw!r} as {kind.__name__}") from exc

@@ -1,0 +1,200 @@
+"""Wire format v1: one Redis stream entry per (event, bookmaker) snapshot.
+
+Fields: v=1, event, bookmaker, ts (capture time, integer ms since the epoch, UTC) and data, the msgpack of
+{"markets": [{"market": str, "specifier": str, "outcomes": {name: odds}}]}. Unknown fields are ignored.
+
+The fingerprint is a digest of the *canonical* data bytes (markets sorted by market and specifier, outcomes
+by name, odds as float64). The project's producer always sends canonical data, so a consumer can tell an
+unchanged snapshot by hashing the raw bytes, without decoding a single market. Data from other publishers
+is decoded and canonicalised first, so equal content always gets an equal fingerprint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+WIRE_VERSION = b"1"
+MAX_TEXT_CHARS = 128
+MAX_ODDS = 1_000_000.0
+# Capture times outside 2000..2100 are not clocks but bugs (seconds instead of ms, a zero, a garbage value).
+MIN_TS_MS = 946_684_800_000
+MAX_TS_MS = 4_102_444_800_000
+BOOKMAKER_SLUG = re.compile(rb"[a-z0-9_-]{1,32}")
+REQUIRED_FIELDS = (b"v", b"event", b"bookmaker", b"ts", b"data")
+
+
+class InvalidEntry(ValueError):
+    """The entry breaks wire format v1; the message is the readable reason put in the dead-letter stream."""
+
+
+@dataclass(frozen=True, slots=True)
+class Market:
+    market: str
+    specifier: str
+    outcomes: Mapping[str, float]
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    event: str
+    bookmaker: str
+    captured_at_ms: int
+    markets: tuple[Market, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class MarketRow:
+    """One market in canonical order, shaped for storage: outcome names and odds as parallel arrays."""
+
+    market: str
+    specifier: str
+    outcomes: tuple[str, ...]
+    odds: tuple[float, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """An entry whose header fields are checked; its data is still undecoded bytes."""
+
+    event: str
+    bookmaker: str
+    ts_ms: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    fingerprint: bytes
+    markets: tuple[MarketRow, ...]
+
+
+def fingerprint(canonical_data: bytes) -> bytes:
+    return hashlib.blake2b(canonical_data, digest_size=16).digest()
+
+
+def canonical_data(rows: Iterable[MarketRow]) -> bytes:
+    ordered = sorted(rows, key=lambda r: (r.market, r.specifier))
+    return msgpack.packb(  # type: ignore[no-any-return]
+        {
+            "markets": [
+                {"market": r.market, "specifier": r.specifier, "outcomes": dict(zip(r.outcomes, r.odds))}
+                for r in ordered
+            ]
+        },
+        use_bin_type=True,
+    )
+
+
+def market_row(market: Market) -> MarketRow:
+    names = sorted(market.outcomes)
+    return MarketRow(market.market, market.specifier, tuple(names), tuple(float(market.outcomes[n]) for n in names))
+
+
+def encode(snapshot: Snapshot) -> dict[str, bytes]:
+    """The stream entry fields for one snapshot, with canonical data."""
+    return {
+        "v": WIRE_VERSION,
+        "event": snapshot.event.encode(),
+        "bookmaker": snapshot.bookmaker.encode(),
+        "ts": str(snapshot.captured_at_ms).encode(),
+        "data": canonical_data(market_row(m) for m in snapshot.markets),
+    }
+
+
+def parse_envelope(fields: Mapping[bytes, bytes], max_entry_bytes: int) -> Envelope:
+    """Check the header fields. Cheap: it never looks inside data."""
+    for name in REQUIRED_FIELDS:
+        if name not in fields:
+            raise InvalidEntry(f"missing field '{name.decode()}'")
+    if fields[b"v"] != WIRE_VERSION:
+        raise InvalidEntry(f"unsupported wire version {_show(fields[b'v'])}; this consumer reads v1")
+    data = fields[b"data"]
+    if len(data) > max_entry_bytes:
+        raise InvalidEntry(f"data is {len(data)} bytes, over the limit of {max_entry_bytes}")
+    bookmaker = fields[b"bookmaker"]
+    if not BOOKMAKER_SLUG.fullmatch(bookmaker):
+        raise InvalidEntry(f"bookmaker {_show(bookmaker)} is not a slug of [a-z0-9_-]{{1,32}}")
+    return Envelope(_text("event", fields[b"event"], 1), bookmaker.decode(), _ts(fields[b"ts"]), data)
+
+
+def decode_data(data: bytes) -> Decoded:
+    """Decode and validate the markets, and fingerprint their canonical form."""
+    try:
+        doc = msgpack.unpackb(data, raw=False, strict_map_key=False, use_list=True)
+    except Exception as exc:  # msgpack raises a zoo of types (ExtraData, FormatError, ValueError, ...)
+        raise InvalidEntry(f"data is not valid msgpack: {type(exc).__name__}: {exc}") from exc
+    if not isinstance(doc, dict) or "markets" not in doc:
+        raise InvalidEntry("data must be a map with a 'markets' list")
+    markets = doc["markets"]
+    if not isinstance(markets, list):
+        raise InvalidEntry(f"data.markets must be a list, not {type(markets).__name__}")
+    rows = [_market(i, m) for i, m in enumerate(markets)]
+    seen: set[tuple[str, str]] = set()
+    for row in rows:
+        key = (row.market, row.specifier)
+        if key in seen:
+            raise InvalidEntry(f"market {row.market!r} with specifier {row.specifier!r} appears twice")
+        seen.add(key)
+    canonical = canonical_data(rows)
+    return Decoded(fingerprint(canonical), tuple(sorted(rows, key=lambda r: (r.market, r.specifier))))
+
+
+def _market(index: int, raw: Any) -> MarketRow:
+    where = f"markets[{index}]"
+    if not isinstance(raw, dict):
+        raise InvalidEntry(f"{where} must be a map, not {type(raw).__name__}")
+    for name in ("market", "specifier", "outcomes"):
+        if name not in raw:
+            raise InvalidEntry(f"{where} is missing '{name}'")
+    market = _text(f"{where}.market", raw["market"], 1)
+    specifier = _text(f"{where}.specifier", raw["specifier"], 0)
+    outcomes = raw["outcomes"]
+    if not isinstance(outcomes, dict) or not outcomes:
+        raise InvalidEntry(f"{where}.outcomes must be a non-empty map of outcome name to decimal odds")
+    names = sorted(_text(f"{where}.outcomes key", name, 1) for name in outcomes)
+    return MarketRow(market, specifier, tuple(names), tuple(_odds(f"{where}.outcomes[{n!r}]", outcomes[n]) for n in names))
+
+
+def _odds(where: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidEntry(f"{where} must be a number, not {type(value).__name__}")
+    odds = float(value)
+    if not math.isfinite(odds) or not 1.0 <= odds <= MAX_ODDS:
+        raise InvalidEntry(f"{where} = {value!r}: decimal odds must be finite and between 1.0 and {MAX_ODDS:g}")
+    return odds
+
+
+def _text(where: str, value: Any, min_chars: int) -> str:
+    if isinstance(value, bytes):
+        try:
+            value = value.decode()
+        except UnicodeDecodeError as exc:
+            raise InvalidEntry(f"{where} is not UTF-8") from exc
+    if not isinstance(value, str):
+        raise InvalidEntry(f"{where} must be a string, not {type(value).__name__}")
+    if not min_chars <= len(value) <= MAX_TEXT_CHARS:
+        raise InvalidEntry(f"{where} must have {min_chars} to {MAX_TEXT_CHARS} characters, has {len(value)}")
+    if "\x00" in value:
+        raise InvalidEntry(f"{where} contains a NUL character")
+    return value
+
+
+def _ts(raw: bytes) -> int:
+    if not raw.isdigit():
+        raise InvalidEntry(f"ts {_show(raw)} must be integer milliseconds since the Unix epoch")
+    ts = int(raw)
+    if not MIN_TS_MS <= ts < MAX_TS_MS:
+        raise InvalidEntry(f"ts {ts} is outside 2000..2100; is it in seconds instead of milliseconds?")
+    return ts
+
+
+def _show(raw: bytes) -> str:
+    text = raw[:40].decode(errors="replace")
+    return repr(text + ("…" if len(raw) > 40 else ""))
