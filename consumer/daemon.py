@@ -14,6 +14,7 @@ import structlog
 from consumer.batch import BatchProcessor, Limits
 from consumer.errors import Transient, Unavailable, classify_redis_error
 from consumer.leases import Leases
+from consumer.metrics import ConsumerMetrics
 from consumer.plan import Entry
 from consumer.stream import NEW, OWN_HISTORY, ShardStreams
 from consumer.writer import Writer
@@ -38,6 +39,7 @@ class Daemon:
         self.processor = BatchProcessor(
             self.streams, self.writer, Limits(settings.max_entry_bytes, settings.max_deliveries)
         )
+        self.metrics = ConsumerMetrics(self.client, self.keys)
         # A shard becomes ready (read with ">") once our own history there is drained and no other
         # consumer still holds entries of it: reading new entries earlier could reorder a feed.
         self.ready: set[int] = set()
@@ -50,24 +52,29 @@ class Daemon:
         structlog.contextvars.bind_contextvars(stream=self.settings.stream, group=self.settings.group,
                                                consumer=self.name)
         log.info("consumer_started", redis=self.settings.redis_url, database=self.settings.database_url,
-                 shards=self.settings.shards)
+                 shards=self.settings.shards, metrics_port=self.settings.metrics_port)
+        server = self.metrics.serve(self.settings.metrics_port) if self.settings.metrics_port else None
         failures = 0
         while not self.stopping:
             try:
-                worked = self._step()
+                worked = self.step()
                 failures = 0
                 if not worked:
                     self._sleep(compute_backoff(0, base_s=0.05, cap_s=0.05))
             except Transient as exc:
                 level = log.error if isinstance(exc, Unavailable) else log.warning
                 level("consumer_retrying", cause=exc.cause, error=str(exc), attempt=failures)
+                self.metrics.retried(exc)
                 self._sleep(compute_backoff(failures, base_s=0.1, cap_s=10.0))
                 failures += 1
         self._release()
+        if server is not None:
+            server.shutdown()
         log.info("consumer_stopped")
         return 0
 
-    def _step(self) -> bool:
+    def step(self) -> bool:
+        """One round: leases, one read, the batch if any, trimming if due. True if entries were processed."""
         try:
             return self._step_redis()
         except redis.RedisError as exc:
@@ -89,6 +96,7 @@ class Daemon:
         if result.entries:
             self._process(result.entries)
         self._trim_if_due()
+        self.metrics.refresh(self.leases.owned)
         return bool(result.entries)
 
     def _take_over(self, n: int) -> None:
@@ -112,7 +120,9 @@ class Daemon:
         attempt = 0
         while True:
             try:
+                started = time.monotonic()
                 outcome = self.processor.process(entries)
+                self.metrics.batch_committed(entries, outcome.counts, time.monotonic() - started)
                 log.info("batch_committed", entries=len(entries), **outcome.counts)
                 return
             except redis.RedisError as exc:
@@ -120,6 +130,7 @@ class Daemon:
             except Transient as exc:
                 error = exc
             log.warning("batch_retrying", cause=error.cause, error=str(error), attempt=attempt)
+            self.metrics.retried(error)
             if self.stopping:
                 log.warning("batch_left_pending_for_reclaim", entries=len(entries))
                 return

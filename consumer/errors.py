@@ -44,6 +44,8 @@ def classify_db_error(exc: psycopg.Error) -> Exception:
 def classify_redis_error(exc: redis.RedisError) -> Exception:
     if isinstance(exc, redis.ConnectionError | redis.TimeoutError):
         return Transient(f"redis: {type(exc).__name__}: {exc}")
-    if isinstance(exc, redis.ResponseError) and str(exc).startswith(("LOADING", "BUSY", "TRYAGAIN", "MASTERDOWN")):
+    if isinstance(exc, redis.ResponseError) and str(exc).startswith(
+        ("LOADING", "BUSY", "TRYAGAIN", "MASTERDOWN")
+    ):
         return Transient(f"redis: {exc}")
     return Unavailable(f"redis: {type(exc).__name__}: {exc}")

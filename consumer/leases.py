@@ -61,7 +61,11 @@ class Leases:
             return set(), set()
         self._next_maintenance = now + self._ttl_ms / 5000
         live = self._heartbeat()
-        lost = {n for n in self.owned if not self._renew(keys=[self._keys.lease(n)], args=[self._name, self._ttl_ms])}
+        lost = {
+            n
+            for n in self.owned
+            if not self._renew(keys=[self._keys.lease(n)], args=[self._name, self._ttl_ms])
+        }
         self.owned -= lost
         fair = math.ceil(self._keys.shards / max(live, 1))
         for n in sorted(self.owned, reverse=True)[: max(0, len(self.owned) - fair)]:
@@ -76,8 +80,13 @@ class Leases:
                 self.owned.add(n)
                 gained.add(n)
         if gained or lost:
-            log.info("shard_leases_changed", owned=sorted(self.owned), gained=sorted(gained), lost=sorted(lost),
-                     live_consumers=live)
+            log.info(
+                "shard_leases_changed",
+                owned=sorted(self.owned),
+                gained=sorted(gained),
+                lost=sorted(lost),
+                live_consumers=live,
+            )
         return gained, lost
 
     def release(self, n: int) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 
 import redis
 import structlog
+from redis.typing import EncodableT, FieldT
 
 from consumer.plan import Entry, Poison
 from shared.keys import Keys
@@ -87,7 +88,9 @@ class ShardStreams:
         for n in order:
             keys += [self._keys.lease(n), self._keys.shard(n)]
         try:
-            reply = self._read(keys=keys, args=[self.consumer, self._keys.group, count, *(shards[n] for n in order)])
+            reply = self._read(
+                keys=keys, args=[self.consumer, self._keys.group, count, *(shards[n] for n in order)]
+            )
         except redis.ResponseError as exc:
             if "NOGROUP" not in str(exc):
                 raise
@@ -135,7 +138,7 @@ class ShardStreams:
         if not feeds:
             return {}
         values = self._client.hmget(self._keys.fingerprints, feeds)
-        return {f: decode_fingerprint(v) for f, v in zip(feeds, values) if v is not None}
+        return {f: decode_fingerprint(v) for f, v in zip(feeds, values) if isinstance(v, bytes)}
 
     def finish(self, outcome: Outcome) -> None:
         """Record fingerprints, dead letters, counters and acknowledgements as one Redis transaction.
@@ -146,9 +149,10 @@ class ShardStreams:
         """
         pipe = self._client.pipeline(transaction=True)
         if outcome.fingerprints:
-            pipe.hset(self._keys.fingerprints, mapping={
-                feed: encode_fingerprint(fp, ts) for feed, (fp, ts) in outcome.fingerprints.items()
-            })
+            pipe.hset(
+                self._keys.fingerprints,
+                mapping={feed: encode_fingerprint(fp, ts) for feed, (fp, ts) in outcome.fingerprints.items()},
+            )
         for poison in outcome.dead:
             pipe.xadd(self._keys.dead, self._dead_letter(poison))
         for stream, ids in outcome.acks.items():
@@ -158,24 +162,30 @@ class ShardStreams:
         pipe.hset(self._keys.stats, "last_commit_ms", int(time.time() * 1000))
         pipe.execute()
 
-    def _dead_letter(self, poison: Poison) -> dict[str | bytes, Any]:
-        letter: dict[str | bytes, Any] = dict(poison.entry.fields or {})
-        letter.update({
-            "dead_reason": poison.reason,
-            "dead_source_stream": poison.entry.stream,
-            "dead_source_id": poison.entry.entry_id,
-            "dead_deliveries": poison.entry.deliveries,
-            "dead_consumer": self.consumer,
-            "dead_at_ms": int(time.time() * 1000),
-        })
+    def _dead_letter(self, poison: Poison) -> dict[FieldT, EncodableT]:
+        letter: dict[FieldT, EncodableT] = dict((poison.entry.fields or {}).items())
+        letter.update(
+            {
+                "dead_reason": poison.reason,
+                "dead_source_stream": poison.entry.stream,
+                "dead_source_id": poison.entry.entry_id,
+                "dead_deliveries": poison.entry.deliveries,
+                "dead_consumer": self.consumer,
+                "dead_at_ms": int(time.time() * 1000),
+            }
+        )
         return letter
 
     def _with_deliveries(self, entries: list[Entry]) -> list[Entry]:
         if not entries:
             return entries
         rows = self._client.xpending_range(
-            entries[0].stream, self._keys.group, min=entries[0].entry_id, max=entries[-1].entry_id,
-            count=len(entries), consumername=self.consumer,
+            entries[0].stream,
+            self._keys.group,
+            min=entries[0].entry_id,
+            max=entries[-1].entry_id,
+            count=len(entries),
+            consumername=self.consumer,
         )
         counts = {row["message_id"]: int(row["times_delivered"]) for row in rows}
         return [Entry(e.stream, e.entry_id, e.fields, counts.get(e.entry_id, e.deliveries)) for e in entries]

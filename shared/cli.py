@@ -15,8 +15,12 @@ def add_connection_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shards", type=int, help="number of stream shards (env ODDS_SHARDS)")
     parser.add_argument("--group", help="consumer group (env ODDS_GROUP)")
     parser.add_argument("--log-level", default="INFO")
-    parser.add_argument("--log-json", action=argparse.BooleanOptionalAction, default=None,
-                        help="JSON logs (default: when stderr is not a terminal)")
+    parser.add_argument(
+        "--log-json",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="JSON logs (default: when stderr is not a terminal)",
+    )
 
 
 def settings_from(args: argparse.Namespace, **extra: Any) -> Settings:

@@ -52,6 +52,10 @@ def trim(client: redis.Redis, stream: str, hard_cap: int, stats_key: str) -> Tri
         forced = int(client.xtrim(stream, maxlen=hard_cap, approximate=False))
         if forced:
             client.hincrby(stats_key, "forced_trimmed", forced)
-            log.error("stream_hard_cap_deleted_unacknowledged_entries", stream=stream, deleted=forced,
-                      hard_cap=hard_cap)
+            log.error(
+                "stream_hard_cap_deleted_unacknowledged_entries",
+                stream=stream,
+                deleted=forced,
+                hard_cap=hard_cap,
+            )
     return TrimResult(acknowledged, forced)

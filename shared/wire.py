@@ -94,7 +94,9 @@ def canonical_data(rows: Iterable[MarketRow]) -> bytes:
 
 def market_row(market: Market) -> MarketRow:
     names = sorted(market.outcomes)
-    return MarketRow(market.market, market.specifier, tuple(names), tuple(float(market.outcomes[n]) for n in names))
+    return MarketRow(
+        market.market, market.specifier, tuple(names), tuple(float(market.outcomes[n]) for n in names)
+    )
 
 
 def encode(snapshot: Snapshot) -> dict[str, bytes]:
@@ -159,7 +161,9 @@ def _market(index: int, raw: Any) -> MarketRow:
     if not isinstance(outcomes, dict) or not outcomes:
         raise InvalidEntry(f"{where}.outcomes must be a non-empty map of outcome name to decimal odds")
     names = sorted(_text(f"{where}.outcomes key", name, 1) for name in outcomes)
-    return MarketRow(market, specifier, tuple(names), tuple(_odds(f"{where}.outcomes[{n!r}]", outcomes[n]) for n in names))
+    return MarketRow(
+        market, specifier, tuple(names), tuple(_odds(f"{where}.outcomes[{n!r}]", outcomes[n]) for n in names)
+    )
 
 
 def _odds(where: str, value: Any) -> float:
@@ -167,7 +171,9 @@ def _odds(where: str, value: Any) -> float:
         raise InvalidEntry(f"{where} must be a number, not {type(value).__name__}")
     odds = float(value)
     if not math.isfinite(odds) or not 1.0 <= odds <= MAX_ODDS:
-        raise InvalidEntry(f"{where} = {value!r}: decimal odds must be finite and between 1.0 and {MAX_ODDS:g}")
+        raise InvalidEntry(
+            f"{where} = {value!r}: decimal odds must be finite and between 1.0 and {MAX_ODDS:g}"
+        )
     return odds
 
 

@@ -60,9 +60,7 @@ def upgrade() -> None:
     )
     op.create_table(
         "snapshots",
-        sa.Column(
-            "id", sa.BigInteger, primary_key=True, server_default=sa.text("nextval('snapshot_ids')")
-        ),
+        sa.Column("id", sa.BigInteger, primary_key=True, server_default=sa.text("nextval('snapshot_ids')")),
         sa.Column("feed_id", sa.BigInteger, sa.ForeignKey("feeds.id"), nullable=False),
         sa.Column("captured_at", postgresql.TIMESTAMP(timezone=True), nullable=False),
         sa.Column("last_confirmed_at", postgresql.TIMESTAMP(timezone=True), nullable=False),

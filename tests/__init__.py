@@ -1,0 +1,1 @@
+"""Tests, the fault suite and the benchmark."""

@@ -1,0 +1,91 @@
+"""Fixtures on the real Redis and Postgres of the machine, each test in its own keys and tables.
+
+Integration tests are skipped locally when a server is missing, but fail in CI (CI=true), where a skipped
+integration test would hide a broken pipeline.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+import redis
+
+from consumer.migrate import create_database_if_missing, upgrade
+from shared.db import psycopg_url, with_database
+from shared.keys import Keys
+from shared.settings import Settings
+
+REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+SERVER_URL = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def _unavailable(what: str, exc: Exception) -> None:
+    message = f"{what} is not reachable: {exc}"
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_timeout=2).ping()
+    except redis.RedisError as exc:
+        _unavailable("Redis", exc)
+    return REDIS_URL
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    """A database of this test session's own, migrated once and dropped at the end."""
+    url = with_database(SERVER_URL, f"odds_test_{uuid.uuid4().hex[:10]}")
+    try:
+        create_database_if_missing(url)
+    except psycopg.OperationalError as exc:
+        _unavailable("Postgres", exc)
+    upgrade(url)
+    yield url
+    with psycopg.connect(psycopg_url(with_database(url, "postgres")), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
+
+
+@pytest.fixture
+def db(database_url: str) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
+    """A connection to the session database, emptied before the test."""
+    with psycopg.connect(psycopg_url(database_url), autocommit=True) as conn:
+        conn.execute("TRUNCATE markets, snapshots, feeds, events, bookmakers RESTART IDENTITY")
+        yield conn
+
+
+@pytest.fixture
+def settings(redis_url: str, database_url: str, db: object) -> Iterator[Settings]:
+    """Settings with stream keys of this test's own; the keys are deleted afterwards."""
+    stream = f"test:{uuid.uuid4().hex[:12]}"
+    yield Settings(
+        redis_url=redis_url,
+        database_url=database_url,
+        stream=stream,
+        shards=2,
+        claim_idle_ms=3000,
+        db_deadline_s=2.0,
+        trim_interval_s=0.2,
+        consumer="test-consumer",
+    )
+    client = redis.Redis.from_url(redis_url)
+    keys = list(client.scan_iter(match=f"{stream}:*", count=1000))
+    if keys:
+        client.delete(*keys)
+
+
+@pytest.fixture
+def keys(settings: Settings) -> Keys:
+    return Keys(settings.stream, settings.group, settings.shards)
+
+
+@pytest.fixture
+def client(redis_url: str) -> redis.Redis:
+    return redis.Redis.from_url(redis_url)

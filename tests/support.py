@@ -1,0 +1,70 @@
+"""Helpers shared by the integration and fault tests: drive a daemon, run consumer processes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import redis
+
+from consumer.daemon import Daemon
+from consumer.status import collect
+from shared.keys import Keys
+from shared.settings import Settings
+
+
+def backlog(client: redis.Redis, keys: Keys) -> int:
+    return collect(client, keys).backlog
+
+
+def drain(daemon: Daemon, max_steps: int = 2000) -> None:
+    """Step an in-process daemon until every shard is read and nothing is left unacknowledged."""
+    client = daemon.client
+    for _ in range(max_steps):
+        worked = daemon.step()
+        if (
+            not worked
+            and daemon.ready == set(range(daemon.keys.shards))
+            and backlog(client, daemon.keys) == 0
+        ):
+            return
+    raise AssertionError(f"not drained after {max_steps} steps: {collect(client, daemon.keys).as_dict()}")
+
+
+def env_for(settings: Settings) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ODDS_")}
+    env.update(
+        {
+            "REDIS_URL": settings.redis_url,
+            "DATABASE_URL": settings.database_url,
+            "ODDS_STREAM": settings.stream,
+            "ODDS_SHARDS": str(settings.shards),
+            "ODDS_GROUP": settings.group,
+            "ODDS_CLAIM_IDLE_MS": str(settings.claim_idle_ms),
+            "ODDS_DB_DEADLINE_S": str(settings.db_deadline_s),
+            "ODDS_BATCH_SIZE": str(settings.batch_size),
+            "ODDS_TRIM_INTERVAL_S": str(settings.trim_interval_s),
+        }
+    )
+    return env
+
+
+def start_consumer(settings: Settings, name: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "consumer", "run", "--name", name, "--log-json"],
+        env=env_for(settings),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def wait_until_drained(client: redis.Redis, keys: Keys, timeout_s: float = 60.0) -> None:
+    """Wait for consumer processes to leave no backlog (a bound for a stuck run, not a speed check)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if backlog(client, keys) == 0:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"backlog not drained within {timeout_s} s: {collect(client, keys).as_dict()}")

@@ -1,0 +1,83 @@
+"""Consumer processes: two of them with one killed mid-run, and a graceful stop on SIGTERM."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import psycopg
+import redis
+
+from producer.publisher import Publisher
+from producer.simulator import SimulationSpec, Simulator
+from shared.keys import Keys
+from shared.settings import Settings
+from tests.history import compare, count_snapshot_rows, expected_history, stored_history
+from tests.support import backlog, start_consumer, wait_until_drained
+
+TS = 1_795_000_000_000
+Conn = psycopg.Connection[tuple[object, ...]]
+
+
+def test_sigkill_of_one_of_two_consumers_keeps_history_exact(
+    settings: Settings, db: Conn, client: redis.Redis, keys: Keys
+) -> None:
+    # Given two consumer processes sharing four shards, in small batches so the kill lands mid-stream
+    settings = settings.with_(shards=4, batch_size=20)
+    keys = Keys(settings.stream, settings.group, settings.shards)
+    publisher = Publisher.from_settings(settings)
+    sim = Simulator(
+        SimulationSpec(
+            events=40, bookmakers=("sportybet", "bet9ja", "betking"), markets=10, change_rate=0.3, seed=11
+        )
+    )
+    victim, survivor = start_consumer(settings, "victim"), start_consumer(settings, "survivor")
+    published = []
+    try:
+        # When cycles are published and the victim is killed with SIGKILL while it has work in hand
+        for c in range(12):
+            snapshots = sim.cycle(TS + c * 1000)
+            published += snapshots
+            publisher.publish_cycle(snapshots)
+            if c == 6:
+                victim.send_signal(signal.SIGKILL)
+                victim.wait()
+            time.sleep(0.05)
+        # Then the survivor takes over its shards once the lease expires and drains everything
+        wait_until_drained(client, keys, timeout_s=90)
+    finally:
+        for p in (victim, survivor):
+            p.kill()
+            p.wait()
+    report = compare(expected_history(published), stored_history(db))
+    assert report.ok, report.summary()
+    assert count_snapshot_rows(db) == sum(len(r) for r in expected_history(published).values())
+    assert client.xpending(keys.shard(0), keys.group)["pending"] == 0
+
+
+def test_sigterm_finishes_the_batch_in_hand_and_exits_zero(
+    settings: Settings, db: Conn, client: redis.Redis, keys: Keys
+) -> None:
+    # Given a consumer working through a backlog
+    publisher = Publisher.from_settings(settings.with_(batch_size=10))
+    sim = Simulator(
+        SimulationSpec(events=50, bookmakers=("sportybet", "bet9ja"), markets=10, change_rate=1.0)
+    )
+    for c in range(10):
+        publisher.publish_cycle(sim.cycle(TS + c * 1000))
+    total = backlog(client, keys)
+    proc = start_consumer(settings.with_(batch_size=10), "graceful")
+    try:
+        while backlog(client, keys) == total:
+            time.sleep(0.01)
+        # When it gets SIGTERM mid-backlog
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=30)
+    finally:
+        proc.kill()
+    # Then it exits 0, leaves nothing pending, gives its leases back, and left work for others
+    assert code == 0
+    pending = sum(client.xpending(keys.shard(n), keys.group)["pending"] for n in range(keys.shards))
+    assert pending == 0
+    assert not any(client.exists(keys.lease(n)) for n in range(keys.shards))
+    assert 0 < backlog(client, keys) < total

@@ -1,0 +1,150 @@
+"""Wire format v1: encoding, canonical form, and a readable reason for every malformed entry."""
+
+from __future__ import annotations
+
+import math
+
+import msgpack
+import pytest
+
+from shared.wire import InvalidEntry, Market, Snapshot, decode_data, encode, fingerprint, parse_envelope
+
+LIMIT = 1_048_576
+
+
+def snapshot(markets: tuple[Market, ...], ts: int = 1_795_000_000_000) -> Snapshot:
+    return Snapshot("sr:match:1", "sportybet", ts, markets)
+
+
+def fields_of(s: Snapshot) -> dict[bytes, bytes]:
+    return {k.encode(): v for k, v in encode(s).items()}
+
+
+def test_encoded_snapshot_parses_back_to_its_content() -> None:
+    # Given a snapshot with two markets
+    s = snapshot(
+        (
+            Market("1X2", "", {"1": 2.1, "X": 3.3, "2": 3.6}),
+            Market("Over/Under", "total=2.5", {"Over": 1.9, "Under": 1.95}),
+        )
+    )
+    # When it is encoded and parsed as a consumer would
+    envelope = parse_envelope(fields_of(s), LIMIT)
+    decoded = decode_data(envelope.data)
+    # Then header and markets come back, markets and outcomes in canonical order
+    assert (envelope.event, envelope.bookmaker, envelope.ts_ms) == (s.event, s.bookmaker, s.captured_at_ms)
+    assert [(m.market, m.specifier, dict(zip(m.outcomes, m.odds))) for m in decoded.markets] == sorted(
+        (m.market, m.specifier, dict(m.outcomes)) for m in s.markets
+    )
+
+
+def test_producer_data_is_canonical_so_its_raw_digest_is_the_fingerprint() -> None:
+    # Given a snapshot encoded by the producer
+    data = encode(snapshot((Market("BTTS", "", {"Yes": 1.8, "No": 2.0}), Market("1X2", "", {"1": 2.0}))))[
+        "data"
+    ]
+    # Then hashing the raw bytes gives the content fingerprint, which is the consumer's fast path
+    assert fingerprint(data) == decode_data(data).fingerprint
+
+
+def test_equal_content_in_another_order_has_the_same_fingerprint() -> None:
+    # Given the same odds sent by a third-party publisher in another order, odds as integers where whole
+    canonical = encode(snapshot((Market("1X2", "", {"1": 2.0, "X": 3.5}), Market("BTTS", "", {"No": 2.0}))))[
+        "data"
+    ]
+    shuffled = msgpack.packb(
+        {
+            "markets": [
+                {"outcomes": {"No": 2}, "specifier": "", "market": "BTTS"},
+                {"market": "1X2", "specifier": "", "outcomes": {"X": 3.5, "1": 2}},
+            ]
+        }
+    )
+    # Then the raw bytes differ but the fingerprints are equal
+    assert shuffled != canonical
+    assert decode_data(shuffled).fingerprint == decode_data(canonical).fingerprint
+
+
+def test_changed_odds_change_the_fingerprint() -> None:
+    a = encode(snapshot((Market("1X2", "", {"1": 2.0}),)))["data"]
+    b = encode(snapshot((Market("1X2", "", {"1": 2.01}),)))["data"]
+    assert decode_data(a).fingerprint != decode_data(b).fingerprint
+
+
+GOOD = {
+    b"v": b"1",
+    b"event": b"e1",
+    b"bookmaker": b"bet9ja",
+    b"ts": b"1795000000000",
+    b"data": msgpack.packb({"markets": []}),
+}
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({b"v": None}, "missing field 'v'"),
+        ({b"data": None}, "missing field 'data'"),
+        ({b"v": b"2"}, "unsupported wire version"),
+        ({b"bookmaker": b"Bet 9ja"}, "not a slug"),
+        ({b"event": b""}, "event must have 1 to 128 characters"),
+        ({b"event": b"\xff\xfe"}, "not UTF-8"),
+        ({b"ts": b"soon"}, "integer milliseconds"),
+        ({b"ts": b"1795000000"}, "seconds instead of milliseconds"),
+        ({b"data": b"x" * (LIMIT + 1)}, "over the limit"),
+    ],
+)
+def test_bad_header_gets_a_readable_reason(change: dict[bytes, bytes | None], reason: str) -> None:
+    # Given an entry with one header field broken
+    fields = {k: v for k, v in {**GOOD, **change}.items() if v is not None}
+    # Then parsing names what is wrong
+    with pytest.raises(InvalidEntry, match=reason):
+        parse_envelope(fields, LIMIT)
+
+
+def test_unknown_fields_are_ignored() -> None:
+    assert parse_envelope({**GOOD, b"source": b"scraper-7"}, LIMIT).bookmaker == "bet9ja"
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"\xc1\xc1", "not valid msgpack"),
+        (msgpack.packb([1, 2]), "must be a map with a 'markets' list"),
+        (msgpack.packb({"markets": {}}), "must be a list"),
+        (msgpack.packb({"markets": [{"market": "1X2", "outcomes": {"1": 2.0}}]}), "missing 'specifier'"),
+        (
+            msgpack.packb({"markets": [{"market": 7, "specifier": "", "outcomes": {"1": 2.0}}]}),
+            "must be a string",
+        ),
+        (msgpack.packb({"markets": [{"market": "1X2", "specifier": "", "outcomes": {}}]}), "non-empty map"),
+        (
+            msgpack.packb({"markets": [{"market": "1X2", "specifier": "", "outcomes": {"1": math.nan}}]}),
+            "finite",
+        ),
+        (
+            msgpack.packb({"markets": [{"market": "1X2", "specifier": "", "outcomes": {"1": math.inf}}]}),
+            "finite",
+        ),
+        (
+            msgpack.packb({"markets": [{"market": "1X2", "specifier": "", "outcomes": {"1": -1.5}}]}),
+            "between 1.0",
+        ),
+        (
+            msgpack.packb({"markets": [{"market": "1X2", "specifier": "", "outcomes": {"1": "2.0"}}]}),
+            "a number",
+        ),
+        (
+            msgpack.packb({"markets": [{"market": "1X2", "specifier": "", "outcomes": {"1": True}}]}),
+            "a number",
+        ),
+        (msgpack.packb({"markets": [{"market": "a\x00b", "specifier": "", "outcomes": {"1": 2.0}}]}), "NUL"),
+        (
+            msgpack.packb({"markets": [{"market": "1X2", "specifier": "", "outcomes": {"1": 2.0}}] * 2}),
+            "twice",
+        ),
+    ],
+)
+def test_bad_data_gets_a_readable_reason(data: bytes, reason: str) -> None:
+    with pytest.raises(InvalidEntry, match=reason):
+        decode_data(data)
