@@ -16,7 +16,12 @@ from shared.settings import Settings
 
 
 def backlog(client: redis.Redis, keys: Keys) -> int:
-    return collect(client, keys).backlog
+    """Entries our group has not acknowledged; a shard whose group does not exist yet counts whole."""
+    total = 0
+    for shard in collect(client, keys).shards:
+        mine = [g.backlog for g in shard.groups if g.name == keys.group]
+        total += mine[0] if mine else shard.length
+    return total
 
 
 def drain(daemon: Daemon, max_steps: int = 2000) -> None:

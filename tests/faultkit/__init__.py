@@ -1,0 +1,1 @@
+"""Fault-injection helpers for tests that put the pipeline between misbehaving servers."""
