@@ -78,6 +78,9 @@ class Daemon:
         try:
             return self._step_redis()
         except redis.RedisError as exc:
+            # A read that failed (a timeout, a dropped connection) may still have delivered entries into
+            # our pending list; re-reading our own history before new entries picks them up.
+            self.ready.clear()
             raise classify_redis_error(exc) from exc
 
     def _step_redis(self) -> bool:
