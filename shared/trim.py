@@ -36,8 +36,10 @@ def safe_trim_point(client: redis.Redis, stream: str) -> tuple[int, int] | None:
     for group in groups:
         point = stream_id(group["last-delivered-id"])
         if group["pending"]:
+            # Read after XINFO: the entries may have been acknowledged in between, leaving no minimum.
             oldest = client.xpending(stream, group["name"])["min"]
-            point = min(point, stream_id(oldest))
+            if oldest is not None:
+                point = min(point, stream_id(oldest))
         points.append(point)
     return min(points)
 
