@@ -1,4 +1,4 @@
-"""`python -m consumer run | migrate | status`."""
+"""`python -m consumer run | migrate | status | dlq list|replay|purge | demo`."""
 
 from __future__ import annotations
 
@@ -6,35 +6,38 @@ import argparse
 import json
 import sys
 
+import redis
 import structlog
 
+from consumer import demo
 from consumer.daemon import Daemon
+from consumer.dlq import DeadLetters, Selection
+from consumer.dlq import render as render_letters
 from consumer.migrate import create_database_if_missing, upgrade
-from consumer.status import collect, render
+from consumer.status import Thresholds, collect, render
 from shared.cli import add_connection_options, settings_from
 from shared.keys import Keys
-from shared.logs import configure
+from shared.logs import configure, redact
 from shared.redis_client import connect
+from shared.settings import Settings
 
 log = structlog.get_logger("consumer")
 
+EXIT_UNHEALTHY = 1  # a threshold is crossed, or an operator declined a purge
+EXIT_UNREACHABLE = 3  # Redis could not be asked: the state is unknown
+
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m consumer")
-    sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="run the consumer daemon")
-    add_connection_options(run)
-    run.add_argument("--name", help="consumer name, unique per process (env ODDS_CONSUMER; default host-pid)")
-    run.add_argument("--batch-size", type=int, help="entries per batch (env ODDS_BATCH_SIZE)")
-    migrate = sub.add_parser("migrate", help="create the database if missing and apply migrations")
-    add_connection_options(migrate)
-    status = sub.add_parser("status", help="stream lengths, backlog, dead letters and counters")
-    add_connection_options(status)
-    status.add_argument("--json", action="store_true", help="print JSON for scripts")
-    args = parser.parse_args(argv)
+    args = _parser().parse_args(argv)
     configure(args.log_level, args.log_json)
+    if args.command == "demo":
+        return demo.main()
     if args.command == "run":
-        return Daemon(settings_from(args, consumer=args.name, batch_size=args.batch_size)).run()
+        return Daemon(
+            settings_from(
+                args, consumer=args.name, batch_size=args.batch_size, metrics_port=args.metrics_port
+            )
+        ).run()
     settings = settings_from(args)
     if args.command == "migrate":
         if create_database_if_missing(settings.database_url):
@@ -42,10 +45,114 @@ def main(argv: list[str] | None = None) -> int:
         upgrade(settings.database_url)
         log.info("migrated", database=settings.database_url)
         return 0
-    report = collect(connect(settings.redis_url, settings.redis_timeout_s),
-                     Keys(settings.stream, settings.group, settings.shards))
-    print(json.dumps(report.as_dict(), indent=2) if args.json else render(report))
+    try:
+        return status(args, settings) if args.command == "status" else dlq(args, settings)
+    except redis.RedisError as exc:
+        print(f"redis at {redact(settings.redis_url)} cannot be asked: {exc}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+
+
+def status(args: argparse.Namespace, settings: Settings) -> int:
+    limits = Thresholds.from_env(
+        max_backlog=args.max_backlog,
+        max_pending_age_ms=args.max_pending_age_ms,
+        max_dead_letters=args.max_dead_letters,
+        idle_ms=args.idle_ms,
+    )
+    report = collect(
+        connect(settings.redis_url, settings.redis_timeout_s),
+        _keys(settings),
+        None if args.no_database else settings.database_url,
+    )
+    print(json.dumps(report.as_dict(limits), indent=2) if args.json else render(report, limits))
+    return EXIT_UNHEALTHY if report.problems(limits) else 0
+
+
+def dlq(args: argparse.Namespace, settings: Settings) -> int:
+    letters = DeadLetters(connect(settings.redis_url, settings.redis_timeout_s), _keys(settings))
+    selection = Selection(tuple(args.ids), args.reason)
+    if args.action == "list":
+        shown = [letter for _, letter in zip(range(args.limit), letters.scan(selection))]
+        if args.json:
+            print(json.dumps([letter.as_dict() for letter in shown], indent=2))
+        else:
+            print(render_letters(shown))
+            print(f"{len(shown)} shown of {letters.count()} dead letters")
+        return 0
+    if selection == Selection() and not args.all:
+        print("name dead letter ids, --reason TEXT, or --all", file=sys.stderr)
+        return 2
+    if args.action == "replay":
+        result = letters.replay(selection)
+        print(
+            json.dumps(
+                {"replayed": result.replayed, "already_gone": result.already_gone, "empty": result.empty},
+                indent=2,
+            )
+        )
+        return 0
+    if not args.yes:
+        count = sum(1 for _ in letters.scan(selection))
+        if not sys.stdin.isatty():
+            print(f"refusing to purge {count} dead letters without --yes", file=sys.stderr)
+            return EXIT_UNHEALTHY
+        if input(f"Delete {count} dead letters for good? [y/N] ").strip().lower() not in ("y", "yes"):
+            return EXIT_UNHEALTHY
+    print(json.dumps({"purged": letters.purge(selection)}))
     return 0
+
+
+def _keys(settings: Settings) -> Keys:
+    return Keys(settings.stream, settings.group, settings.shards)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m consumer")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the consumer daemon")
+    add_connection_options(run)
+    run.add_argument("--name", help="consumer name, unique per process (env ODDS_CONSUMER; default host-pid)")
+    run.add_argument("--batch-size", type=int, help="entries per batch (env ODDS_BATCH_SIZE)")
+    run.add_argument(
+        "--metrics-port", type=int, help="serve Prometheus metrics here; 0 is off (env ODDS_METRICS_PORT)"
+    )
+    demo_parser = sub.add_parser("demo", help="a short visible run: simulator, one consumer, figures")
+    demo_parser.add_argument("--log-level", default="INFO")
+    demo_parser.add_argument("--log-json", action=argparse.BooleanOptionalAction, default=None)
+    migrate = sub.add_parser("migrate", help="create the database if missing and apply migrations")
+    add_connection_options(migrate)
+    status = sub.add_parser("status", help="backlog, pending, dead letters; exits non-zero when unhealthy")
+    add_connection_options(status)
+    status.add_argument("--json", action="store_true", help="print JSON for scripts")
+    status.add_argument("--no-database", action="store_true", help="skip the feed count in Postgres")
+    defaults = Thresholds()
+    for flag, name, unit in (
+        ("--max-backlog", "MAX_BACKLOG", "entries"),
+        ("--max-pending-age-ms", "MAX_PENDING_AGE_MS", "ms since delivery"),
+        ("--max-dead-letters", "MAX_DEAD_LETTERS", "entries"),
+        ("--idle-ms", "IDLE_MS", "ms; consumers silent this long are listed idle"),
+    ):
+        default = getattr(defaults, name.lower())
+        status.add_argument(flag, type=int, help=f"{unit} (env ODDS_STATUS_{name}; default {default})")
+    dead = sub.add_parser("dlq", help="list, replay or purge dead letters")
+    actions = dead.add_subparsers(dest="action", required=True)
+    for action, text in (
+        ("list", "show dead letters with their reason and a preview"),
+        ("replay", "publish dead letters to their shard again, deleting them"),
+        ("purge", "delete dead letters"),
+    ):
+        p = actions.add_parser(action, help=text)
+        add_connection_options(p)
+        p.add_argument("ids", nargs="*", help="dead letter ids (default: all that match)")
+        p.add_argument("--reason", help="only letters whose reason contains this text")
+        if action == "list":
+            p.add_argument("--limit", type=int, default=50)
+            p.add_argument("--json", action="store_true", help="print JSON for scripts")
+        else:
+            p.add_argument("--all", action="store_true", help="act on every dead letter")
+        if action == "purge":
+            p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    return parser
 
 
 if __name__ == "__main__":

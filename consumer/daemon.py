@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
 import time
 from types import FrameType
 
@@ -44,7 +43,7 @@ class Daemon:
         # consumer still holds entries of it: reading new entries earlier could reorder a feed.
         self.ready: set[int] = set()
         self.stopping = False
-        self._wake = threading.Event()
+        self.stop_signal: int | None = None
         self._next_trim = 0.0
 
     def run(self) -> int:
@@ -67,6 +66,7 @@ class Daemon:
                 self.metrics.retried(exc)
                 self._sleep(compute_backoff(failures, base_s=0.1, cap_s=10.0))
                 failures += 1
+        log.info("consumer_stopping", signal=signal.Signals(self.stop_signal).name if self.stop_signal else None)
         self._release()
         if server is not None:
             server.shutdown()
@@ -162,16 +162,23 @@ class Daemon:
         self.writer.discard()
 
     def _sleep(self, seconds: float) -> None:
-        self._wake.wait(seconds)
+        """Sleep in short slices so a stop request ends the wait promptly.
+
+        The signal handler only sets a flag: waking a threading.Event from a handler can deadlock when the
+        signal lands while the main thread holds that Event's lock inside wait().
+        """
+        deadline = time.monotonic() + seconds
+        while not self.stopping and (left := deadline - time.monotonic()) > 0:
+            time.sleep(min(left, 0.1))
 
     def _install_signals(self) -> None:
         def on_signal(signum: int, _: FrameType | None) -> None:
             if self.stopping:
                 # Second signal: leave at once. Whatever is pending is reclaimed by the next owner.
                 os._exit(128 + signum)
+            # Only flags here: logging or waking a lock from a handler can deadlock with the main thread.
+            self.stop_signal = signum
             self.stopping = True
-            self._wake.set()
-            log.info("consumer_stopping", signal=signal.Signals(signum).name)
 
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)

@@ -1,23 +1,59 @@
-"""`python -m consumer status`: the state of the streams, the group and the counters, for people and scripts."""
+"""`python -m consumer status`: the state of the streams, the groups and the counters, for people and scripts.
+
+Everything here is read-only, so it is safe to run against a live pipeline as often as a health check likes.
+"""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, cast
 
+import psycopg
 import redis
 
+from shared.db import psycopg_url
 from shared.keys import Keys
-from shared.trim import stream_id
+from shared.logs import redact
+from shared.trim import safe_trim_point, stream_id
+
+StreamId = tuple[int, int]
+RawEntry = tuple[bytes, dict[bytes, bytes]]
+PAGE = 1000
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Limits past which status reports the pipeline unhealthy (and exits non-zero)."""
+
+    max_backlog: int = 100_000
+    # Time since delivery without an acknowledgement. A live consumer acks within its database deadline and
+    # a dead one's entries are reclaimed after ODDS_CLAIM_IDLE_MS, so waiting much longer means stuck.
+    max_pending_age_ms: int = 120_000
+    # Every dead letter needs a person: replay it once fixed, or purge it.
+    max_dead_letters: int = 0
+    # Consumers silent this long are listed as idle; informational, since stopped ones stay in the group.
+    idle_ms: int = 300_000
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: int | None) -> Thresholds:
+        env = os.environ if environ is None else environ
+        values: dict[str, int] = {}
+        for name in ("max_backlog", "max_pending_age_ms", "max_dead_letters", "idle_ms"):
+            raw = env.get(f"ODDS_STATUS_{name.upper()}")
+            if raw is not None:
+                values[name] = int(raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
 
 
 @dataclass
-class ShardStatus:
-    stream: str
-    length: int
+class GroupStatus:
+    name: str
+    last_delivered_id: str
     undelivered: int  # entries after the group's last-delivered id: not yet read by any consumer
     pending: int  # delivered but not acknowledged
-    owner: str | None  # consumer holding the shard's lease
 
     @property
     def backlog(self) -> int:
@@ -25,62 +61,239 @@ class ShardStatus:
 
 
 @dataclass
+class ShardStatus:
+    stream: str
+    length: int
+    owner: str | None  # consumer holding the shard's lease
+    groups: list[GroupStatus] = field(default_factory=list)
+    trim_point: str | None = None  # lowest id any group still needs; None: no group, keep everything
+    trimmable: int = 0  # entries below the trim point, which the next trim deletes without loss
+
+
+@dataclass
+class ConsumerStatus:
+    group: str
+    name: str
+    pending: int = 0
+    oldest_pending_age_ms: int = 0  # the longest any of its pending entries has waited since delivery
+    max_deliveries: int = 0
+    idle_ms: int | None = None  # since its last read or claim, on the shard it touched most recently
+
+
+@dataclass
 class Status:
     shards: list[ShardStatus] = field(default_factory=list)
+    consumers: list[ConsumerStatus] = field(default_factory=list)
     dead_letters: int = 0
+    fingerprints: int = 0
+    feeds: int | None = None  # feeds with a stored snapshot in Postgres; None when it could not be asked
+    database_error: str | None = None
+    last_commit_ms: int | None = None
+    now_ms: int = 0  # Redis's clock, so ages do not depend on this host's
     counters: dict[str, int] = field(default_factory=dict)
 
     @property
     def backlog(self) -> int:
-        return sum(s.backlog for s in self.shards)
+        return sum(g.backlog for s in self.shards for g in s.groups)
 
-    def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "backlog": self.backlog,
-                "shards": [{**asdict(s), "backlog": s.backlog} for s in self.shards]}
+    @property
+    def fingerprint_coverage(self) -> float | None:
+        return None if not self.feeds else min(1.0, self.fingerprints / self.feeds)
+
+    @property
+    def last_commit_age_ms(self) -> int | None:
+        return None if self.last_commit_ms is None else max(0, self.now_ms - self.last_commit_ms)
+
+    def problems(self, limits: Thresholds) -> list[str]:
+        """The thresholds this status crosses, in words; empty when healthy."""
+        found = []
+        if self.backlog > limits.max_backlog:
+            found.append(f"backlog {self.backlog} is over {limits.max_backlog}")
+        for c in self.consumers:
+            if c.pending and c.oldest_pending_age_ms > limits.max_pending_age_ms:
+                found.append(
+                    f"consumer {c.name} has an entry pending for {c.oldest_pending_age_ms} ms, "
+                    f"over {limits.max_pending_age_ms}"
+                )
+        if self.dead_letters > limits.max_dead_letters:
+            found.append(f"{self.dead_letters} dead letters, over {limits.max_dead_letters}")
+        return found
+
+    def as_dict(self, limits: Thresholds | None = None) -> dict[str, Any]:
+        limits = limits or Thresholds()
+        shards = [
+            {**asdict(s), "groups": [{**asdict(g), "backlog": g.backlog} for g in s.groups]}
+            for s in self.shards
+        ]
+        consumers = [
+            {**asdict(c), "idle": c.idle_ms is not None and c.idle_ms >= limits.idle_ms}
+            for c in self.consumers
+        ]
+        problems = self.problems(limits)
+        return {
+            **asdict(self),
+            "shards": shards,
+            "consumers": consumers,
+            "backlog": self.backlog,
+            "fingerprint_coverage": self.fingerprint_coverage,
+            "last_commit_age_ms": self.last_commit_age_ms,
+            "thresholds": asdict(limits),
+            "problems": problems,
+            "healthy": not problems,
+        }
 
 
-def collect(client: redis.Redis, keys: Keys) -> Status:
-    status = Status()
+def collect(client: redis.Redis, keys: Keys, database_url: str | None = None) -> Status:
+    """Read the pipeline's state from Redis, and the feed count from Postgres when a URL is given."""
+    seconds, micros = client.time()
+    status = Status(now_ms=int(seconds) * 1000 + int(micros) // 1000)
+    consumers: dict[tuple[str, str], ConsumerStatus] = {}
     for n, stream in enumerate(keys.all_shards()):
-        length = int(client.xlen(stream))
-        undelivered, pending = length, 0
-        if length or client.exists(stream):
-            for group in client.xinfo_groups(stream):
-                if group["name"].decode() == keys.group:
-                    pending = int(group["pending"])
-                    undelivered = undelivered_after(client, stream, group)
         owner = client.get(keys.lease(n))
-        status.shards.append(ShardStatus(stream, length, undelivered, pending, owner.decode() if owner else None))
+        shard = ShardStatus(stream, int(client.xlen(stream)), _text(owner) if owner else None)
+        if client.exists(stream):
+            for group in client.xinfo_groups(stream):
+                shard.groups.append(_group(client, stream, group, shard.length, consumers))
+            point = safe_trim_point(client, stream)
+            if point is not None:
+                shard.trim_point = _format(point)
+                shard.trimmable = count_below(client, stream, point, shard.length)
+        status.shards.append(shard)
+    status.consumers = sorted(consumers.values(), key=lambda c: (c.group, c.name))
     status.dead_letters = int(client.xlen(keys.dead))
-    status.counters = {k.decode(): int(v) for k, v in client.hgetall(keys.stats).items()}
+    status.fingerprints = int(client.hlen(keys.fingerprints))
+    status.counters = {_text(k): int(v) for k, v in client.hgetall(keys.stats).items()}
+    status.last_commit_ms = status.counters.pop("last_commit_ms", None)
+    if database_url:
+        try:
+            status.feeds = count_feeds(database_url)
+        except psycopg.Error as exc:
+            status.database_error = redact(f"{type(exc).__name__}: {exc}".strip())
     return status
 
 
-def undelivered_after(client: redis.Redis, stream: str, group: dict[str, Any]) -> int:
-    """Entries after the group's last-delivered id.
-
-    XINFO's lag is a derived counter that goes wrong or unknown after deletions and trimming, so it is only
-    trusted when Redis reports it; otherwise the entries after the last-delivered id are counted.
-    """
-    lag = group.get("lag")
-    if isinstance(lag, int):
-        return lag
-    last = stream_id(group["last-delivered-id"])
-    count, start = 0, f"({last[0]}-{last[1]}"
+def _group(
+    client: redis.Redis,
+    stream: str,
+    info: dict[str, Any],
+    length: int,
+    consumers: dict[tuple[str, str], ConsumerStatus],
+) -> GroupStatus:
+    name = _text(info["name"])
+    last = stream_id(info["last-delivered-id"])
+    # XINFO's lag goes wrong after XDEL and trimming, so the entries after the last-delivered id are counted.
+    undelivered = max(0, length - count_below(client, stream, (last[0], last[1] + 1), length))
+    for row in client.xinfo_consumers(stream, name):
+        who = _text(row["name"])
+        c = consumers.setdefault((name, who), ConsumerStatus(name, who))
+        idle = int(row["idle"])
+        c.idle_ms = idle if c.idle_ms is None else min(c.idle_ms, idle)
+    start = "-"
     while True:
-        batch = client.xrange(stream, min=start, count=1000)
-        count += len(batch)
-        if len(batch) < 1000:
-            return count
-        start = "(" + batch[-1][0].decode()
+        rows = client.xpending_range(stream, name, min=start, max="+", count=PAGE)
+        for row in rows:
+            who = _text(row["consumer"])
+            c = consumers.setdefault((name, who), ConsumerStatus(name, who))
+            c.pending += 1
+            c.oldest_pending_age_ms = max(c.oldest_pending_age_ms, int(row["time_since_delivered"]))
+            c.max_deliveries = max(c.max_deliveries, int(row["times_delivered"]))
+        if len(rows) < PAGE:
+            break
+        start = "(" + _text(rows[-1]["message_id"])
+    return GroupStatus(name, _format(last), undelivered, int(info["pending"]))
 
 
-def render(status: Status) -> str:
-    lines = [f"{'stream':<32} {'length':>9} {'undelivered':>12} {'pending':>9} {'backlog':>9}  owner"]
+def count_below(client: redis.Redis, stream: str, pivot: StreamId, length: int) -> int:
+    """How many entries have an id below pivot, reading only the shorter side of it.
+
+    Pages are read from both ends in turn and the first side to run out gives the answer, so the cost is
+    that of the smaller side: a few entries in a healthy stream, however long it is.
+    """
+    if pivot <= (0, 0) or length == 0:
+        return 0
+    below, above = 0, 0
+    low, high, at = "-", "+", _format(pivot)
+    while True:
+        batch = cast(list[RawEntry], client.xrange(stream, min=low, max="(" + at, count=PAGE))
+        below += len(batch)
+        if len(batch) < PAGE:
+            return below
+        low = "(" + batch[-1][0].decode()
+        batch = cast(list[RawEntry], client.xrevrange(stream, max=high, min=at, count=PAGE))
+        above += len(batch)
+        if len(batch) < PAGE:
+            return max(0, length - above)
+        high = "(" + batch[-1][0].decode()
+
+
+def count_feeds(database_url: str) -> int:
+    with psycopg.connect(psycopg_url(database_url), connect_timeout=2) as conn:
+        row = conn.execute("SELECT count(*) FROM feeds WHERE current_snapshot_id IS NOT NULL").fetchone()
+    return int(row[0]) if row else 0
+
+
+def _text(raw: Any) -> str:
+    return raw.decode() if isinstance(raw, bytes) else str(raw)
+
+
+def _format(point: StreamId) -> str:
+    return f"{point[0]}-{point[1]}"
+
+
+def render(status: Status, limits: Thresholds) -> str:
+    """A table for a terminal: shards and groups, consumers, then the totals and the verdict."""
+    lines = [
+        f"{'stream':<28} {'length':>9} {'group':<14} {'undelivered':>11} {'pending':>8} {'backlog':>8} "
+        f"{'trim point':>16} {'trimmable':>9}  owner"
+    ]
     for s in status.shards:
-        lines.append(f"{s.stream:<32} {s.length:>9} {s.undelivered:>12} {s.pending:>9} {s.backlog:>9}  "
-                     f"{s.owner or '-'}")
-    lines.append(f"backlog {status.backlog}, dead letters {status.dead_letters}")
+        for g in s.groups or [GroupStatus("-", "-", 0, 0)]:
+            lines.append(
+                f"{s.stream:<28} {s.length:>9} {g.name:<14} {g.undelivered:>11} {g.pending:>8} "
+                f"{g.backlog:>8} {s.trim_point or '-':>16} {s.trimmable:>9}  {s.owner or '-'}"
+            )
+    if status.consumers:
+        lines += [
+            "",
+            f"{'consumer':<28} {'group':<14} {'pending':>8} {'oldest pending':>14} "
+            f"{'deliveries':>10} {'idle':>9}",
+        ]
+        for c in status.consumers:
+            idle = "-" if c.idle_ms is None else duration(c.idle_ms)
+            flag = "  idle" if c.idle_ms is not None and c.idle_ms >= limits.idle_ms else ""
+            oldest = duration(c.oldest_pending_age_ms) if c.pending else "-"
+            lines.append(
+                f"{c.name:<28} {c.group:<14} {c.pending:>8} {oldest:>14} {c.max_deliveries:>10} "
+                f"{idle:>9}{flag}"
+            )
+    coverage = status.fingerprint_coverage
+    feeds = (
+        f"{status.feeds} feeds in Postgres ({coverage:.0%} covered)"
+        if coverage is not None
+        else f"feeds in Postgres unknown: {status.database_error}"
+        if status.database_error
+        else "no feeds in Postgres yet"
+    )
+    age = status.last_commit_age_ms
+    lines += [
+        "",
+        f"backlog {status.backlog}, dead letters {status.dead_letters}",
+        f"fingerprints in Redis {status.fingerprints}, {feeds}",
+        "last commit " + ("never" if age is None else f"{duration(age)} ago"),
+    ]
     if status.counters:
         lines.append("counters: " + ", ".join(f"{k}={v}" for k, v in sorted(status.counters.items())))
+    problems = status.problems(limits)
+    lines += ["", "UNHEALTHY: " + "; ".join(problems) if problems else "healthy"]
     return "\n".join(lines)
+
+
+def duration(ms: int) -> str:
+    seconds = ms / 1000
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, seconds = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{seconds:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"

@@ -10,6 +10,7 @@ from types import FrameType
 
 import structlog
 
+from producer.metrics import serve
 from producer.publisher import Publisher
 from producer.simulator import SimulationSpec, Simulator
 from shared.cli import add_connection_options, settings_from
@@ -30,6 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     sim.add_argument("--seed", type=int, default=1)
     sim.add_argument("--cycles", type=int, default=0, help="cycles to run; 0 runs for ever")
     sim.add_argument("--interval-s", type=float, default=1.0, help="time between cycle starts")
+    sim.add_argument("--metrics-port", type=int,
+                     help="serve Prometheus metrics here; 0 is off (env ODDS_METRICS_PORT)")
     args = parser.parse_args(argv)
     configure(args.log_level, args.log_json)
     spec = SimulationSpec(
@@ -39,7 +42,11 @@ def main(argv: list[str] | None = None) -> int:
         change_rate=args.change_rate,
         seed=args.seed,
     )
-    return simulate(Publisher.from_settings(settings_from(args)), spec, args.cycles, args.interval_s)
+    settings = settings_from(args, metrics_port=args.metrics_port)
+    publisher = Publisher.from_settings(settings)
+    if settings.metrics_port:
+        serve(publisher, settings.metrics_port)
+    return simulate(publisher, spec, args.cycles, args.interval_s)
 
 
 def simulate(publisher: Publisher, spec: SimulationSpec, cycles: int, interval_s: float) -> int:

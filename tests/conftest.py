@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 import redis
+import structlog
 
 from consumer.migrate import create_database_if_missing, upgrade
 from shared.db import psycopg_url, with_database
@@ -89,3 +90,11 @@ def keys(settings: Settings) -> Keys:
 @pytest.fixture
 def client(redis_url: str) -> redis.Redis:
     return redis.Redis.from_url(redis_url)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_logging() -> Iterator[None]:
+    """Undo a test's logging set-up: it binds the stderr of its moment, which pytest closes afterwards."""
+    yield
+    structlog.reset_defaults()
+    structlog.contextvars.clear_contextvars()

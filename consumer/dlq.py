@@ -1,0 +1,214 @@
+"""Dead letters: list them readably, replay them into the stream once fixed, purge them.
+
+A dead letter is the original entry's fields plus dead_reason, dead_source_stream, dead_source_id,
+dead_deliveries, dead_consumer and dead_at_ms (see ShardStreams._dead_letter).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+import msgpack
+import redis
+import structlog
+
+from shared.keys import Keys, shard_of
+
+log = structlog.get_logger(__name__)
+
+DEAD_PREFIX = b"dead_"
+PAGE = 500
+PREVIEW_CHARS = 160
+RawEntry = tuple[bytes, dict[bytes, bytes]]
+
+# Publish and delete in one atomic step, and only while the dead letter still exists: replaying the same
+# letter twice (a retried command, two operators at once) publishes it once.
+_REPLAY = """
+if #redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1]) == 0 then return false end
+local id = redis.call('XADD', KEYS[2], '*', unpack(ARGV, 2))
+redis.call('XDEL', KEYS[1], ARGV[1])
+redis.call('HINCRBY', KEYS[3], 'replayed', 1)
+return id
+"""
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    id: str
+    fields: dict[bytes, bytes]
+
+    def meta(self, name: str) -> str:
+        return self.fields.get(DEAD_PREFIX + name.encode(), b"").decode(errors="replace")
+
+    @property
+    def reason(self) -> str:
+        return self.meta("reason")
+
+    @property
+    def deliveries(self) -> int:
+        raw = self.meta("deliveries")
+        return int(raw) if raw.isdigit() else 0
+
+    @property
+    def original(self) -> dict[bytes, bytes]:
+        """The entry as it was published: every field but the dead_* ones."""
+        return {k: v for k, v in self.fields.items() if not k.startswith(DEAD_PREFIX)}
+
+    def target_shard(self, shards: int) -> int:
+        """The shard its feed belongs to; shard 0 when event or bookmaker is missing or unreadable."""
+        try:
+            event, bookmaker = self.fields[b"event"].decode(), self.fields[b"bookmaker"].decode()
+        except (KeyError, UnicodeDecodeError):
+            return 0
+        return shard_of(event, bookmaker, shards)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "reason": self.reason,
+            "source_stream": self.meta("source_stream"),
+            "source_id": self.meta("source_id"),
+            "deliveries": self.deliveries,
+            "consumer": self.meta("consumer"),
+            "dead_at_ms": int(self.meta("at_ms") or 0),
+            "preview": preview(self.original),
+        }
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which dead letters a command acts on: given ids, those whose reason contains a text, or all."""
+
+    ids: tuple[str, ...] = ()
+    reason: str | None = None
+
+    def matches(self, letter: DeadLetter) -> bool:
+        if self.ids and letter.id not in self.ids:
+            return False
+        return self.reason is None or self.reason.lower() in letter.reason.lower()
+
+
+@dataclass(frozen=True)
+class ReplayResult:
+    replayed: dict[str, str]  # dead letter id -> new entry id in its shard
+    already_gone: list[str]  # replayed or purged meanwhile: nothing published
+    empty: list[str]  # no original fields left to publish: kept for a person to look at
+
+
+class DeadLetters:
+    def __init__(self, client: redis.Redis, keys: Keys) -> None:
+        self._client = client
+        self._keys = keys
+        self._replay = client.register_script(_REPLAY)
+
+    def count(self) -> int:
+        return int(self._client.xlen(self._keys.dead))
+
+    def scan(self, selection: Selection = Selection()) -> Iterator[DeadLetter]:
+        """The selected dead letters, oldest first, read a page at a time."""
+        if selection.ids:
+            for entry_id in selection.ids:
+                for raw_id, fields in self._range(min=entry_id, max=entry_id):
+                    letter = DeadLetter(raw_id.decode(), fields)
+                    if selection.matches(letter):
+                        yield letter
+            return
+        start = "-"
+        while True:
+            page = self._range(min=start, count=PAGE)
+            for raw_id, fields in page:
+                letter = DeadLetter(raw_id.decode(), fields)
+                if selection.matches(letter):
+                    yield letter
+            if len(page) < PAGE:
+                return
+            start = "(" + page[-1][0].decode()
+
+    def _range(self, **bounds: Any) -> list[RawEntry]:
+        return cast(list[RawEntry], self._client.xrange(self._keys.dead, **bounds))
+
+    def replay(self, selection: Selection) -> ReplayResult:
+        """Put the selected dead letters back on their feed's shard, deleting each in the same step."""
+        result = ReplayResult({}, [], [])
+        for letter in list(self.scan(selection)):
+            original = letter.original
+            if not original:
+                result.empty.append(letter.id)
+                continue
+            shard = self._keys.shard(letter.target_shard(self._keys.shards))
+            args: list[str | bytes] = [letter.id]
+            for name, value in original.items():
+                args += [name, value]
+            new_id = self._replay(keys=[self._keys.dead, shard, self._keys.stats], args=args)
+            if new_id is None:
+                result.already_gone.append(letter.id)
+                continue
+            result.replayed[letter.id] = new_id.decode()
+            log.info(
+                "dead_letter_replayed",
+                dead_id=letter.id,
+                stream=shard,
+                entry_id=new_id.decode(),
+                reason=letter.reason,
+            )
+        return result
+
+    def purge(self, selection: Selection) -> int:
+        """Delete the selected dead letters; returns how many were deleted."""
+        if selection == Selection():
+            # Trim below the newest letter seen now rather than deleting the key, so a letter written
+            # meanwhile is kept.
+            newest = cast(list[RawEntry], self._client.xrevrange(self._keys.dead, count=1))
+            if not newest:
+                return 0
+            ms, _, seq = newest[0][0].decode().partition("-")
+            minid = f"{ms}-{int(seq) + 1}"
+            deleted = int(self._client.xtrim(self._keys.dead, minid=minid, approximate=False))
+        else:
+            ids = [letter.id for letter in self.scan(selection)]
+            deleted = 0
+            for i in range(0, len(ids), PAGE):
+                deleted += int(self._client.xdel(self._keys.dead, *ids[i : i + PAGE]))
+        log.info("dead_letters_purged", count=deleted)
+        return deleted
+
+
+def preview(fields: dict[bytes, bytes], limit: int = PREVIEW_CHARS) -> str:
+    """A one-line reading of an entry: its header fields as text and a summary of its msgpack data."""
+    parts = [f"{k.decode(errors='replace')}={_text(v)}" for k, v in sorted(fields.items()) if k != b"data"]
+    if b"data" in fields:
+        parts.append("data=" + describe_data(fields[b"data"]))
+    line = " ".join(parts)
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def describe_data(data: bytes) -> str:
+    try:
+        doc = msgpack.unpackb(data, raw=False, strict_map_key=False)
+    except Exception as exc:  # msgpack raises many unrelated types for bad input
+        return f"<{len(data)} bytes, not msgpack: {type(exc).__name__}>"
+    markets = doc.get("markets") if isinstance(doc, dict) else None
+    if not isinstance(markets, list):
+        return f"<{len(data)} bytes: {_text(repr(doc).encode())}>"
+    shown = [
+        f"{m.get('market')}/{m.get('specifier')}:{m.get('outcomes')}" if isinstance(m, dict) else repr(m)
+        for m in markets[:2]
+    ]
+    more = f" +{len(markets) - 2} more" if len(markets) > 2 else ""
+    return f"{len(markets)} markets [{'; '.join(shown)}{more}]"
+
+
+def render(letters: Sequence[DeadLetter]) -> str:
+    lines = [f"{'dead letter id':<20} {'source id':<20} {'deliveries':>10}  reason / preview"]
+    for letter in letters:
+        d = letter.as_dict()
+        lines.append(f"{d['id']:<20} {d['source_id']:<20} {d['deliveries']:>10}  {d['reason']}")
+        lines.append(f"{'':<20} {d['source_stream']:<20} {'':>10}  {d['preview']}")
+    return "\n".join(lines)
+
+
+def _text(raw: bytes, limit: int = 60) -> str:
+    text = raw.decode(errors="replace")
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -1,0 +1,139 @@
+"""Prometheus metrics of one consumer process, served over HTTP when a metrics port is set.
+
+Each instance has its own registry, so several daemons in one process (tests, the demo) do not collide.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from wsgiref.simple_server import WSGIServer
+
+import psycopg
+import redis
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from consumer.plan import Entry
+from consumer.status import count_below
+from shared.keys import Keys
+from shared.trim import stream_id
+
+OUTCOMES = ("changed", "unchanged", "stale", "duplicate", "dead_lettered", "lost_trimmed")
+BATCH_BUCKETS = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000)
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+
+
+class ConsumerMetrics:
+    def __init__(self, client: redis.Redis, keys: Keys, refresh_s: float = 5.0) -> None:
+        self.registry = CollectorRegistry()
+        self._client = client
+        self._keys = keys
+        self._refresh_s = refresh_s
+        self._next_refresh = 0.0
+        self._shown: set[int] = set()
+        r = self.registry
+        self.read = Counter("odds_consumer_entries_read", "Stream entries in committed batches", registry=r)
+        self.outcomes = Counter(
+            "odds_consumer_entries_processed",
+            "Entries by what their batch did with them",
+            ["outcome"],
+            registry=r,
+        )
+        self.retries = Counter(
+            "odds_consumer_retries", "Retries after a transient failure", ["cause", "backend"], registry=r
+        )
+        self.batch_entries = Histogram(
+            "odds_consumer_batch_entries", "Entries per committed batch", buckets=BATCH_BUCKETS, registry=r
+        )
+        self.commit_seconds = Histogram(
+            "odds_consumer_batch_commit_seconds",
+            "Time to commit a batch in Postgres and record it in Redis",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.capture_to_commit = Histogram(
+            "odds_consumer_capture_to_commit_seconds",
+            "From an entry's capture time (its ts field) to its commit",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.backlog = Gauge(
+            "odds_consumer_backlog_entries",
+            "Undelivered plus pending entries of an owned shard",
+            ["shard"],
+            registry=r,
+        )
+        self.pending = Gauge(
+            "odds_consumer_pending_entries",
+            "Delivered, unacknowledged entries of an owned shard",
+            ["shard"],
+            registry=r,
+        )
+        self.owned = Gauge("odds_consumer_owned_shards", "Shards whose lease this consumer holds", registry=r)
+        self.last_commit = Gauge(
+            "odds_consumer_last_commit_timestamp_seconds", "Time of the last commit", registry=r
+        )
+        for outcome in OUTCOMES:
+            self.outcomes.labels(outcome)  # present at zero, so rate() works from the first scrape
+
+    def serve(self, port: int, addr: str = "0.0.0.0") -> WSGIServer:
+        """Serve /metrics on a background thread; shut the returned server down to stop."""
+        server, _ = start_http_server(port, addr=addr, registry=self.registry)
+        return server
+
+    def batch_committed(self, entries: Iterable[Entry], counts: dict[str, int], commit_s: float) -> None:
+        """Record a committed batch from the counts its Outcome carries, and each entry's age at commit."""
+        now_s = time.time()
+        self.read.inc(counts.get("read", 0))
+        for outcome in OUTCOMES:
+            self.outcomes.labels(outcome).inc(counts.get(outcome, 0))
+        self.batch_entries.observe(counts.get("read", 0))
+        self.commit_seconds.observe(commit_s)
+        self.last_commit.set(now_s)
+        for entry in entries:
+            raw = (entry.fields or {}).get(b"ts", b"")
+            if raw.isdigit():
+                # Producer and consumer clocks differ a little; a negative age would only be noise.
+                self.capture_to_commit.observe(max(0.0, now_s - int(raw) / 1000))
+
+    def retried(self, error: Exception) -> None:
+        self.retries.labels(getattr(error, "cause", "unknown"), _backend(error)).inc()
+
+    def refresh(self, owned: Iterable[int]) -> None:
+        """Update the backlog and pending gauges of the owned shards, at most every refresh_s."""
+        now = time.monotonic()
+        if now < self._next_refresh:
+            return
+        self._next_refresh = now + self._refresh_s
+        owned = set(owned)
+        for n in self._shown - owned:
+            # Another consumer reports this shard now; a stale series here would count it twice.
+            self.backlog.remove(str(n))
+            self.pending.remove(str(n))
+        for n in sorted(owned):
+            pending, undelivered = self._shard_backlog(self._keys.shard(n))
+            self.pending.labels(str(n)).set(pending)
+            self.backlog.labels(str(n)).set(pending + undelivered)
+        self._shown = owned
+        self.owned.set(len(owned))
+
+    def _shard_backlog(self, stream: str) -> tuple[int, int]:
+        length = int(self._client.xlen(stream))
+        for group in self._client.xinfo_groups(stream) if length else []:
+            if group["name"].decode() == self._keys.group:
+                ms, seq = stream_id(group["last-delivered-id"])
+                return int(group["pending"]), max(
+                    0, length - count_below(self._client, stream, (ms, seq + 1), length)
+                )
+        return 0, length
+
+
+def _backend(error: BaseException) -> str:
+    cause = error.__cause__
+    if isinstance(cause, redis.RedisError):
+        return "redis"
+    if isinstance(cause, psycopg.Error):
+        return "postgres"
+    text = str(error)
+    # The classifiers in consumer.errors name the backend first, also when the error was not chained.
+    return "redis" if text.startswith("redis") else "postgres" if text.startswith("postgres") else "other"
