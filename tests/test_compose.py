@@ -1,0 +1,125 @@
+"""The compose stack's structure: services, health, start order, durability, and settings the code reads."""
+
+from __future__ import annotations
+
+import pathlib
+import tomllib
+from dataclasses import fields
+from typing import Any
+
+import pytest
+import yaml
+
+from shared.settings import ENV_PREFIX, Settings
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+OUR_SERVICES = ("migrate", "consumer", "simulator")
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    doc: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    return doc
+
+
+@pytest.fixture(scope="module")
+def services(compose: dict[str, Any]) -> dict[str, Any]:
+    found: dict[str, Any] = compose["services"]
+    return found
+
+
+def settings_env_names() -> set[str]:
+    """Every environment variable Settings.from_env reads."""
+    names = set()
+    for field in fields(Settings):
+        name = field.name.upper()
+        names.add(name if name in ("REDIS_URL", "DATABASE_URL") else ENV_PREFIX + name)
+    return names
+
+
+def args_of(command: list[str], flag: str) -> list[str]:
+    return [command[i + 1] for i, word in enumerate(command[:-1]) if word == flag]
+
+
+def test_the_stack_has_its_services(services: dict[str, Any]) -> None:
+    # Given the compose file, then it runs the stores, the migration, the consumers and the producer
+    assert {"redis", "postgres", *OUR_SERVICES} <= set(services)
+
+
+def test_redis_persists_every_write_and_reports_health(services: dict[str, Any]) -> None:
+    # Given the redis service, then AOF is on with an fsync per write, and it has a healthcheck and a volume
+    command = services["redis"]["command"]
+    assert args_of(command, "--appendonly") == ["yes"]
+    assert args_of(command, "--appendfsync") == ["always"]
+    assert services["redis"]["healthcheck"]["test"]
+    assert any(v.endswith(":/data") for v in services["redis"]["volumes"])
+
+
+def test_postgres_is_durable_and_reports_health(services: dict[str, Any], compose: dict[str, Any]) -> None:
+    # Given the postgres service, then it is 15, keeps its data in a named volume, and fsyncs every commit
+    pg = services["postgres"]
+    assert pg["image"].split(":")[1].startswith("15")
+    assert pg["healthcheck"]["test"]
+    volume = pg["volumes"][0].split(":")[0]
+    assert volume in compose["volumes"]
+    settings = dict(s.split("=", 1) for s in args_of(pg["command"], "-c"))
+    assert {k: settings.get(k) for k in ("fsync", "synchronous_commit", "full_page_writes")} == {
+        "fsync": "on",
+        "synchronous_commit": "on",
+        "full_page_writes": "on",
+    }
+
+
+def test_services_start_in_order(services: dict[str, Any]) -> None:
+    # Given the start conditions, then migrations run once Postgres is healthy, and consumers after them
+    assert services["migrate"]["command"][-3:] == ["-m", "consumer", "migrate"]
+    assert services["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
+    consumer = services["consumer"]["depends_on"]
+    assert consumer["migrate"]["condition"] == "service_completed_successfully"
+    assert consumer["redis"]["condition"] == consumer["postgres"]["condition"] == "service_healthy"
+    assert services["simulator"]["depends_on"]["redis"]["condition"] == "service_healthy"
+
+
+def test_two_consumer_replicas_with_distinct_names(services: dict[str, Any]) -> None:
+    # Given the consumer service, then it runs twice, and no fixed name makes the replicas share one
+    consumer = services["consumer"]
+    assert consumer["deploy"]["replicas"] == 2
+    assert ENV_PREFIX + "CONSUMER" not in consumer["environment"]
+    assert "--name" not in consumer["command"]
+
+
+@pytest.mark.parametrize("service", OUR_SERVICES)
+def test_every_variable_set_is_a_setting_the_code_reads(services: dict[str, Any], service: str) -> None:
+    # Given the environment compose sets for one of our services
+    env = {k: str(v) for k, v in services[service]["environment"].items()}
+    # Then each variable is one Settings reads, and together they make valid settings
+    assert set(env) <= settings_env_names()
+    Settings.from_env(env)
+
+
+def test_prometheus_scrapes_the_ports_the_services_serve_on(services: dict[str, Any]) -> None:
+    # Given the scrape config and the metrics ports set for the consumer and the simulator
+    config = yaml.safe_load((ROOT / "deploy" / "prometheus.yml").read_text())
+    targets = set()
+    for job in config["scrape_configs"]:
+        for sd in job.get("dns_sd_configs", []):
+            targets |= {f"{name}:{sd['port']}" for name in sd["names"]}
+        for static in job.get("static_configs", []):
+            targets |= set(static["targets"])
+    # Then each service is scraped where its metrics port is
+    for service in ("consumer", "simulator"):
+        env = {k: str(v) for k, v in services[service]["environment"].items()}
+        port = Settings.from_env(env).metrics_port
+        assert port and f"{service}:{port}" in targets
+
+
+def test_dockerfile_installs_every_package_on_python_3_11_slim() -> None:
+    # Given the Dockerfile and the packages pyproject.toml ships
+    lines = (ROOT / "Dockerfile").read_text().splitlines()
+    include = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
+    packages = {p.rstrip("*") for p in include["include"]}
+    # Then it starts from python:3.11-slim, copies each package and installs the project
+    assert lines[0] == "FROM python:3.11-slim"
+    copied = {line.split()[1] for line in lines if line.startswith("COPY ")}
+    assert packages <= copied
+    assert "RUN pip install ." in lines
