@@ -34,7 +34,9 @@ class Daemon:
         self.client = connect(settings.redis_url, settings.redis_timeout_s)
         self.streams = ShardStreams(self.client, self.keys, self.name)
         self.leases = Leases(self.client, self.keys, self.name, settings.claim_idle_ms)
-        self.writer = Writer(settings.database_url, settings.db_deadline_s, application_name=f"odds-{self.name}")
+        self.writer = Writer(
+            settings.database_url, settings.db_deadline_s, application_name=f"odds-{self.name}"
+        )
         self.processor = BatchProcessor(
             self.streams, self.writer, Limits(settings.max_entry_bytes, settings.max_deliveries)
         )
@@ -48,10 +50,16 @@ class Daemon:
 
     def run(self) -> int:
         self._install_signals()
-        structlog.contextvars.bind_contextvars(stream=self.settings.stream, group=self.settings.group,
-                                               consumer=self.name)
-        log.info("consumer_started", redis=self.settings.redis_url, database=self.settings.database_url,
-                 shards=self.settings.shards, metrics_port=self.settings.metrics_port)
+        structlog.contextvars.bind_contextvars(
+            stream=self.settings.stream, group=self.settings.group, consumer=self.name
+        )
+        log.info(
+            "consumer_started",
+            redis=self.settings.redis_url,
+            database=self.settings.database_url,
+            shards=self.settings.shards,
+            metrics_port=self.settings.metrics_port,
+        )
         server = self.metrics.serve(self.settings.metrics_port) if self.settings.metrics_port else None
         failures = 0
         while not self.stopping:
@@ -66,7 +74,9 @@ class Daemon:
                 self.metrics.retried(exc)
                 self._sleep(compute_backoff(failures, base_s=0.1, cap_s=10.0))
                 failures += 1
-        log.info("consumer_stopping", signal=signal.Signals(self.stop_signal).name if self.stop_signal else None)
+        log.info(
+            "consumer_stopping", signal=signal.Signals(self.stop_signal).name if self.stop_signal else None
+        )
         self._release()
         if server is not None:
             server.shutdown()

@@ -28,7 +28,14 @@ from shared.logs import redact
 from shared.settings import Settings
 
 WORKDIR = pathlib.Path(".demo")
-EVENTS, BOOKMAKERS, MARKETS, CYCLES, INTERVAL_S, CHANGE_RATE = 200, "sportybet,bet9ja,betking", 40, 10, 1.0, 0.2
+EVENTS, BOOKMAKERS, MARKETS, CYCLES, INTERVAL_S, CHANGE_RATE = (
+    200,
+    "sportybet,bet9ja,betking",
+    40,
+    10,
+    1.0,
+    0.2,
+)
 
 
 def main() -> int:
@@ -52,21 +59,23 @@ def main() -> int:
 
 
 def _run(settings: Settings, private: bool) -> int:
-    env = {**os.environ, "REDIS_URL": settings.redis_url, "DATABASE_URL": settings.database_url,
-           "ODDS_STREAM": settings.stream}
+    env = {
+        **os.environ,
+        "REDIS_URL": settings.redis_url,
+        "DATABASE_URL": settings.database_url,
+        "ODDS_STREAM": settings.stream,
+    }
     WORKDIR.mkdir(exist_ok=True)
-    logs = {name: open(WORKDIR / f"{name}.log", "wb") for name in ("producer", "consumer")}  # noqa: SIM115
-    producer = subprocess.Popen(
-        [sys.executable, "-m", "producer", "simulate", "--events", str(EVENTS), "--bookmakers", BOOKMAKERS,
-         "--markets", str(MARKETS), "--cycles", str(CYCLES), "--interval-s", str(INTERVAL_S),
-         "--change-rate", str(CHANGE_RATE), "--seed", "7", "--log-json"],
-        env=env, stderr=logs["producer"])
-    consumer = subprocess.Popen([sys.executable, "-m", "consumer", "run", "--name", "demo-1", "--log-json"],
-                                env=env, stderr=logs["consumer"])
+    simulate = ["simulate", "--events", str(EVENTS), "--bookmakers", BOOKMAKERS, "--markets", str(MARKETS)]
+    simulate += ["--cycles", str(CYCLES), "--interval-s", str(INTERVAL_S), "--change-rate", str(CHANGE_RATE)]
+    producer = _start("producer", [*simulate, "--seed", "7"], env)
+    consumer = _start("consumer", ["run", "--name", "demo-1"], env)
     client = redis.Redis.from_url(settings.redis_url)
     keys = Keys(settings.stream, settings.group, settings.shards)
-    print(f"\npublishing {CYCLES} cycles of {EVENTS} events x {len(BOOKMAKERS.split(','))} bookmakers x "
-          f"{MARKETS} markets, {CHANGE_RATE:.0%} changing per cycle (logs in {WORKDIR}/)\n")
+    print(
+        f"\npublishing {CYCLES} cycles of {EVENTS} events x {len(BOOKMAKERS.split(','))} bookmakers x "
+        f"{MARKETS} markets, {CHANGE_RATE:.0%} changing per cycle (logs in {WORKDIR}/)\n"
+    )
     print(f"{'t':>5}  {'published':>9}  {'written':>8}  {'confirmed':>9}  {'backlog':>7}")
     started = time.monotonic()
     try:
@@ -90,9 +99,17 @@ def _run(settings: Settings, private: bool) -> int:
     return 0 if producer.returncode == 0 and consumer.returncode == 0 else 1
 
 
+def _start(package: str, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """Run `python -m package args`, its JSON log going to a file of the demo's folder."""
+    with open(WORKDIR / f"{package}.log", "wb") as log:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen([sys.executable, "-m", package, *args, "--log-json"], env=env, stderr=log)
+
+
 def _progress_line(elapsed_s: float, counters: dict[str, int], backlog: int) -> str:
-    return (f"{elapsed_s:>4.0f}s  {counters.get('published', 0):>9}  {counters.get('changed', 0):>8}  "
-            f"{counters.get('unchanged', 0):>9}  {backlog:>7}")
+    return (
+        f"{elapsed_s:>4.0f}s  {counters.get('published', 0):>9}  {counters.get('changed', 0):>8}  "
+        f"{counters.get('unchanged', 0):>9}  {backlog:>7}"
+    )
 
 
 def _summary(settings: Settings, counters: dict[str, int], backlog: int, private: bool) -> None:
@@ -105,8 +122,8 @@ def _summary(settings: Settings, counters: dict[str, int], backlog: int, private
 published               {published:>9}  snapshots (one per event and bookmaker per cycle)
 written                 {changed:>9}  new snapshot rows, each with its {MARKETS} market rows
 confirmed only          {unchanged:>9}  unchanged: last_confirmed_at moved forward, nothing inserted
-stale / duplicate       {counters.get('stale', 0):>4} / {counters.get('duplicate', 0):<4}
-dead-lettered           {counters.get('dead_lettered', 0):>9}
+stale / duplicate       {counters.get("stale", 0):>4} / {counters.get("duplicate", 0):<4}
+dead-lettered           {counters.get("dead_lettered", 0):>9}
 backlog                 {backlog:>9}  entries not yet acknowledged
 rows inserted           {written:>9}  against {everything} if every snapshot were written \
 ({1 - written / max(everything, 1):.0%} saved)
@@ -123,21 +140,29 @@ def _reachable_services(settings: Settings, servers: ExitStack) -> Settings:
         redis.Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2).ping()
     except redis.RedisError:
         if shutil.which("redis-server") is None:
-            raise RuntimeError(f"Redis is not reachable at {redact(settings.redis_url)} and redis-server is not "
-                               "installed: install it (Debian/Ubuntu: apt-get install redis-server) or set "
-                               "REDIS_URL") from None
+            raise RuntimeError(
+                f"Redis is not reachable at {redact(settings.redis_url)} and redis-server is not "
+                "installed: install it (Debian/Ubuntu: apt-get install redis-server) or set "
+                "REDIS_URL"
+            ) from None
         local_redis = servers.enter_context(RedisServer(WORKDIR.resolve(), appendfsync="everysec"))
         print(f"Redis not reachable at {redact(settings.redis_url)}: started a private one")
         settings = settings.with_(redis_url=local_redis.url)
     try:
-        with psycopg.connect(psycopg_url(with_database(settings.database_url, "postgres")), connect_timeout=3):
+        with psycopg.connect(
+            psycopg_url(with_database(settings.database_url, "postgres")), connect_timeout=3
+        ):
             pass
     except psycopg.OperationalError:
         if postgres_bin_dir() is None:
-            raise RuntimeError(f"Postgres is not reachable at {redact(settings.database_url)} and its server is "
-                               "not installed: install it (Debian/Ubuntu: apt-get install postgresql) or set "
-                               "DATABASE_URL") from None
+            raise RuntimeError(
+                f"Postgres is not reachable at {redact(settings.database_url)} and its server is "
+                "not installed: install it (Debian/Ubuntu: apt-get install postgresql) or set "
+                "DATABASE_URL"
+            ) from None
         local_pg = servers.enter_context(PostgresServer(WORKDIR.resolve()))
         print(f"Postgres not reachable at {redact(settings.database_url)}: started a private one")
-        settings = settings.with_(database_url=local_pg.url_for(database_name(settings.database_url) or "odds"))
+        settings = settings.with_(
+            database_url=local_pg.url_for(database_name(settings.database_url) or "odds")
+        )
     return settings

@@ -291,8 +291,14 @@ class PostgresServer(_Server):
         env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
         # The log is a file, not a pipe: the daemonised postmaster keeps it open after pg_ctl returns.
         result = subprocess.run(
-            cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
-            cwd=self._runtime_dir, timeout=timeout_s, check=False,
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=self._runtime_dir,
+            timeout=timeout_s,
+            check=False,
         )
         if result.returncode != 0:
             log.flush()

@@ -27,12 +27,15 @@ def main(argv: list[str] | None = None) -> int:
     sim.add_argument("--events", type=int, default=50)
     sim.add_argument("--bookmakers", default="sportybet,bet9ja,betking", help="comma-separated slugs")
     sim.add_argument("--markets", type=int, default=40, help="markets per snapshot")
-    sim.add_argument("--change-rate", type=float, default=0.2, help="share of snapshots that change per cycle")
+    sim.add_argument(
+        "--change-rate", type=float, default=0.2, help="share of snapshots that change per cycle"
+    )
     sim.add_argument("--seed", type=int, default=1)
     sim.add_argument("--cycles", type=int, default=0, help="cycles to run; 0 runs for ever")
     sim.add_argument("--interval-s", type=float, default=1.0, help="time between cycle starts")
-    sim.add_argument("--metrics-port", type=int,
-                     help="serve Prometheus metrics here; 0 is off (env ODDS_METRICS_PORT)")
+    sim.add_argument(
+        "--metrics-port", type=int, help="serve Prometheus metrics here; 0 is off (env ODDS_METRICS_PORT)"
+    )
     args = parser.parse_args(argv)
     configure(args.log_level, args.log_json)
     spec = SimulationSpec(
@@ -68,9 +71,16 @@ def simulate(publisher: Publisher, spec: SimulationSpec, cycles: int, interval_s
         snapshots = simulator.cycle(last_ts)
         result = publisher.publish_cycle(snapshots)
         cycle += 1
-        log.info("cycle_published", cycle=cycle, snapshots=len(snapshots), published=result.published,
-                 buffered=result.buffered, overflowed=result.overflowed,
-                 published_total=publisher.total_published, cycle_s=round(time.monotonic() - started, 4))
+        log.info(
+            "cycle_published",
+            cycle=cycle,
+            snapshots=len(snapshots),
+            published=result.published,
+            buffered=result.buffered,
+            overflowed=result.overflowed,
+            published_total=publisher.total_published,
+            cycle_s=round(time.monotonic() - started, 4),
+        )
         remaining = interval_s - (time.monotonic() - started)
         if remaining > 0 and not stop and (cycles == 0 or cycle < cycles):
             time.sleep(remaining)

@@ -125,10 +125,20 @@ def _lines(low: float, high: float, step: float) -> list[float]:
 
 def _halves() -> list[_MarketType]:
     kinds = [
-        _MarketType("Half Time/Full Time", "", _HALVES, tuple(f"{x}/{y}" for x in _1X2 for y in _1X2),
-                    lambda h1, a1, h2, a2: _hot(9, _res(h1, a1) * 3 + _res(h1 + h2, a1 + a2))),
-        _MarketType("Highest Scoring Half", "", _HALVES, ("1st", "Equal", "2nd"),
-                    lambda h1, a1, h2, a2: _hot(3, _res(h1 + a1, h2 + a2))),
+        _MarketType(
+            "Half Time/Full Time",
+            "",
+            _HALVES,
+            tuple(f"{x}/{y}" for x in _1X2 for y in _1X2),
+            lambda h1, a1, h2, a2: _hot(9, _res(h1, a1) * 3 + _res(h1 + h2, a1 + a2)),
+        ),
+        _MarketType(
+            "Highest Scoring Half",
+            "",
+            _HALVES,
+            ("1st", "Equal", "2nd"),
+            lambda h1, a1, h2, a2: _hot(3, _res(h1 + a1, h2 + a2)),
+        ),
         _yn("Both Halves Over", _HALVES, lambda h1, a1, h2, a2: min(h1 + a1, h2 + a2) > 1, "total=1.5"),
         _yn("Both Halves Over", _HALVES, lambda h1, a1, h2, a2: min(h1 + a1, h2 + a2) > 0, "total=0.5"),
     ]
@@ -147,9 +157,12 @@ def _period(pre: str, p: str, goals: float, hcp: float) -> list[_MarketType]:
     full = p == _FT
     both = _yn("Both Teams To Score", p, _both_score)
     kinds = [
-        _m1x2(f"{pre}1X2", p), _dc(f"{pre}Double Chance", p), _yn(f"{pre}{both.market}", p, _both_score),
+        _m1x2(f"{pre}1X2", p),
+        _dc(f"{pre}Double Chance", p),
+        _yn(f"{pre}{both.market}", p, _both_score),
         _MarketType(f"{pre}Draw No Bet", "", p, ("1", "2"), lambda h, a: _two_way(h - a, 0)),
-        _cs(f"{pre}Correct Score", p, 3 if full else 2), _exact(f"{pre}Exact Goals", p, 6 if full else 3),
+        _cs(f"{pre}Correct Score", p, 3 if full else 2),
+        _exact(f"{pre}Exact Goals", p, 6 if full else 3),
         _MarketType(f"{pre}Odd/Even", "", p, ("Odd", "Even"), lambda h, a: _hot(2, (h + a) % 2 == 0)),
     ]
     kinds += [_ou(f"{pre}Over/Under", p, t) for t in _lines(0.5, goals, 1)]
@@ -179,17 +192,47 @@ def _asian(pre: str, p: str, goals: float, hcp: float) -> list[_MarketType]:
 
 # The markets every bookmaker lists come first, so any prefix of the catalogue looks like a real book.
 _HEAD = (
-    "1X2", "Over/Under|total=2.5", "Both Teams To Score", "Double Chance", "Draw No Bet",
-    "Asian Handicap|hcp=-0.5", "Over/Under|total=1.5", "Over/Under|total=3.5", "Half Time 1X2",
-    "Correct Score", "Half Time/Full Time", "Odd/Even", "Half Time Over/Under|total=0.5",
-    "Half Time Over/Under|total=1.5", "Asian Handicap|hcp=0.5", "Asian Handicap|hcp=-1.5",
-    "Asian Handicap|hcp=1.5", "Over/Under|total=0.5", "Over/Under|total=4.5", "Exact Goals",
-    "Home Total|total=0.5", "Home Total|total=1.5", "Away Total|total=0.5", "Away Total|total=1.5",
-    "Half Time Double Chance", "Half Time Both Teams To Score", "2nd Half 1X2",
-    "2nd Half Over/Under|total=0.5", "2nd Half Over/Under|total=1.5", "Home Clean Sheet", "Away Clean Sheet",
-    "European Handicap|hcp=0:1", "European Handicap|hcp=1:0", "Home Win To Nil", "Away Win To Nil",
-    "Highest Scoring Half", "Both Halves Over|total=1.5", "Asian Handicap|hcp=-2.5",
-    "Asian Handicap|hcp=2.5", "Over/Under|total=5.5", "Winning Margin",
+    "1X2",
+    "Over/Under|total=2.5",
+    "Both Teams To Score",
+    "Double Chance",
+    "Draw No Bet",
+    "Asian Handicap|hcp=-0.5",
+    "Over/Under|total=1.5",
+    "Over/Under|total=3.5",
+    "Half Time 1X2",
+    "Correct Score",
+    "Half Time/Full Time",
+    "Odd/Even",
+    "Half Time Over/Under|total=0.5",
+    "Half Time Over/Under|total=1.5",
+    "Asian Handicap|hcp=0.5",
+    "Asian Handicap|hcp=-1.5",
+    "Asian Handicap|hcp=1.5",
+    "Over/Under|total=0.5",
+    "Over/Under|total=4.5",
+    "Exact Goals",
+    "Home Total|total=0.5",
+    "Home Total|total=1.5",
+    "Away Total|total=0.5",
+    "Away Total|total=1.5",
+    "Half Time Double Chance",
+    "Half Time Both Teams To Score",
+    "2nd Half 1X2",
+    "2nd Half Over/Under|total=0.5",
+    "2nd Half Over/Under|total=1.5",
+    "Home Clean Sheet",
+    "Away Clean Sheet",
+    "European Handicap|hcp=0:1",
+    "European Handicap|hcp=1:0",
+    "Home Win To Nil",
+    "Away Win To Nil",
+    "Highest Scoring Half",
+    "Both Halves Over|total=1.5",
+    "Asian Handicap|hcp=-2.5",
+    "Asian Handicap|hcp=2.5",
+    "Over/Under|total=5.5",
+    "Winning Margin",
 )
 
 

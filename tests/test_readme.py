@@ -25,7 +25,9 @@ def readme_xadd() -> str:
 
 
 @pytest.mark.skipif(shutil.which("redis-cli") is None, reason="redis-cli is not installed")
-def test_readme_redis_cli_example_is_stored(settings: Settings, db: psycopg.Connection[tuple[object, ...]]) -> None:
+def test_readme_redis_cli_example_is_stored(
+    settings: Settings, db: psycopg.Connection[tuple[object, ...]]
+) -> None:
     # Given the README's command, aimed at this test's stream and Redis
     settings = settings.with_(shards=4)
     command = readme_xadd()
