@@ -160,10 +160,16 @@ def _market(index: int, raw: Any) -> MarketRow:
     outcomes = raw["outcomes"]
     if not isinstance(outcomes, dict) or not outcomes:
         raise InvalidEntry(f"{where}.outcomes must be a non-empty map of outcome name to decimal odds")
-    names = sorted(_text(f"{where}.outcomes key", name, 1) for name in outcomes)
-    return MarketRow(
-        market, specifier, tuple(names), tuple(_odds(f"{where}.outcomes[{n!r}]", outcomes[n]) for n in names)
-    )
+    # Keys are read with their values: a msgpack bin key (b"1") decodes to a name that is not itself a key
+    # of the map, and "1" next to b"1" would be one outcome named twice.
+    named: dict[str, float] = {}
+    for raw_name, value in outcomes.items():
+        name = _text(f"{where}.outcomes key", raw_name, 1)
+        if name in named:
+            raise InvalidEntry(f"{where}.outcomes names {name!r} twice")
+        named[name] = _odds(f"{where}.outcomes[{name!r}]", value)
+    names = sorted(named)
+    return MarketRow(market, specifier, tuple(names), tuple(named[n] for n in names))
 
 
 def _odds(where: str, value: Any) -> float:
