@@ -47,6 +47,10 @@ class Daemon:
         self.stopping = False
         self.stop_signal: int | None = None
         self._next_trim = 0.0
+        # Retries wait no longer than the lease renewal period (a fifth of the TTL): a consumer waiting out a
+        # Postgres outage must keep its leases, or another one takes the shard, every hand-over raises the
+        # entries' delivery count, and a long outage would dead-letter good entries.
+        self._retry_cap_s = min(10.0, settings.claim_idle_ms / 5000)
 
     def run(self) -> int:
         self._install_signals()
@@ -72,7 +76,7 @@ class Daemon:
                 level = log.error if isinstance(exc, Unavailable) else log.warning
                 level("consumer_retrying", cause=exc.cause, error=str(exc), attempt=failures)
                 self.metrics.retried(exc)
-                self._sleep(compute_backoff(failures, base_s=0.1, cap_s=10.0))
+                self._sleep(compute_backoff(failures, base_s=0.1, cap_s=self._retry_cap_s))
                 failures += 1
         log.info(
             "consumer_stopping", signal=signal.Signals(self.stop_signal).name if self.stop_signal else None
@@ -147,7 +151,7 @@ class Daemon:
             if self.stopping:
                 log.warning("batch_left_pending_for_reclaim", entries=len(entries))
                 return
-            self._sleep(compute_backoff(attempt, base_s=0.1, cap_s=10.0))
+            self._sleep(compute_backoff(attempt, base_s=0.1, cap_s=self._retry_cap_s))
             attempt += 1
             try:
                 self.leases.maintain(force=True)
