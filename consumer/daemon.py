@@ -159,6 +159,10 @@ class Daemon:
                 continue
             if {e.stream for e in entries} - {self.keys.shard(n) for n in self.leases.owned}:
                 log.warning("batch_abandoned_lease_lost", entries=len(entries))
+                # The batch's entries on shards we still hold stay in our own pending list. Reading newer
+                # entries there first would make them stale and skip their changes: re-read our history.
+                streams = {e.stream for e in entries}
+                self.ready -= {n for n in self.leases.owned if self.keys.shard(n) in streams}
                 return
 
     def _trim_if_due(self) -> None:
