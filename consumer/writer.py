@@ -18,6 +18,7 @@ import psycopg
 from psycopg.rows import TupleRow
 
 from consumer.errors import Transient, classify_db_error
+from consumer.pgcopy import markets_payload, snapshots_payload
 from consumer.plan import Decoder, FeedState, Parsed, Plan, plan
 from shared.db import psycopg_url
 
@@ -137,30 +138,34 @@ class Writer:
 
     def _write(self, conn: Connection, result: Plan, ids: dict[str, int]) -> None:
         if result.inserts:
-            snapshot_ids = [row[0] for row in conn.execute(
-                "SELECT nextval('snapshot_ids') FROM generate_series(1, %s)", (len(result.inserts),)
-            ).fetchall()]
-            # Binary COPY: formatting odds arrays as text in Python cost more than the whole server side.
+            snapshot_ids = [
+                row[0]
+                for row in conn.execute(
+                    "SELECT nextval('snapshot_ids') FROM generate_series(1, %s)", (len(result.inserts),)
+                ).fetchall()
+            ]
+            ids_of = list(zip(snapshot_ids, result.inserts, strict=True))
             with conn.cursor().copy(
                 "COPY snapshots (id, feed_id, captured_at, last_confirmed_at, fingerprint) FROM STDIN"
                 " (FORMAT BINARY)"
             ) as copy:
-                copy.set_types(["int8", "int8", "timestamptz", "timestamptz", "bytea"])
-                for sid, new in zip(snapshot_ids, result.inserts):
-                    copy.write_row((sid, ids[new.feed], to_datetime(new.captured_at_ms),
-                                    to_datetime(new.last_confirmed_ms), new.fingerprint))
+                copy.write(
+                    snapshots_payload(
+                        (sid, ids[new.feed], new.captured_at_ms, new.last_confirmed_ms, new.fingerprint)
+                        for sid, new in ids_of
+                    )
+                )
             with conn.cursor().copy(
                 "COPY markets (snapshot_id, market, specifier, outcomes, odds) FROM STDIN (FORMAT BINARY)"
             ) as copy:
-                copy.set_types(["int8", "text", "text", "text[]", "float8[]"])
-                for sid, new in zip(snapshot_ids, result.inserts):
-                    for m in new.markets:
-                        copy.write_row((sid, m.market, m.specifier, list(m.outcomes), list(m.odds)))
+                copy.write(markets_payload((sid, new.markets) for sid, new in ids_of))
             # Several inserts for one feed in a batch: the last one (newest capture) is current.
-            current = {ids[new.feed]: sid for sid, new in zip(snapshot_ids, result.inserts)}
+            current = {ids[new.feed]: sid for sid, new in ids_of}
             conn.execute(_POINT_FEEDS, (list(current), list(current.values())))
         if result.confirms:
-            conn.execute(_CONFIRM, (list(result.confirms), [to_datetime(t) for t in result.confirms.values()]))
+            conn.execute(
+                _CONFIRM, (list(result.confirms), [to_datetime(t) for t in result.confirms.values()])
+            )
 
 
 @contextmanager
