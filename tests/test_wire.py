@@ -148,3 +148,17 @@ def test_unknown_fields_are_ignored() -> None:
 def test_bad_data_gets_a_readable_reason(data: bytes, reason: str) -> None:
     with pytest.raises(InvalidEntry, match=reason):
         decode_data(data)
+
+
+def test_fingerprint_is_the_same_whether_data_was_canonical_or_not() -> None:
+    # Given odds exactly representable in float32, sent once canonically and once as float32 in order
+    markets = (
+        Market("1X2", "", {"1": 2.5, "2": 3.0, "X": 1.75}),
+        Market("BTTS", "", {"No": 1.5, "Yes": 2.25}),
+    )
+    canonical = encode(snapshot(markets))["data"]
+    doc = msgpack.unpackb(canonical)
+    as_float32 = msgpack.packb(doc, use_single_float=True)
+    # Then the shortcut for canonical bytes and the full path agree on the fingerprint
+    assert as_float32 != canonical
+    assert decode_data(as_float32).fingerprint == decode_data(canonical).fingerprint == fingerprint(canonical)
