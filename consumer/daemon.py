@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import time
@@ -54,6 +55,7 @@ class Daemon:
 
     def run(self) -> int:
         self._install_signals()
+        _tune_garbage_collector()
         structlog.contextvars.bind_contextvars(
             stream=self.settings.stream, group=self.settings.group, consumer=self.name
         )
@@ -200,3 +202,14 @@ class Daemon:
 
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
+
+
+def _tune_garbage_collector() -> None:
+    """Collect less often: a batch allocates hundreds of thousands of short-lived, acyclic objects.
+
+    With the default thresholds the cyclic collector ran so often that it doubled the cost of decoding a
+    snapshot. Everything a batch allocates is freed by reference counting when the batch ends, so rarer
+    collections do not let memory grow with the backlog; objects alive at start are frozen out of them.
+    """
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
