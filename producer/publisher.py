@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from itertools import islice
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -36,8 +37,9 @@ class PublishResult:
 
 
 class Publisher:
-    def __init__(self, client: redis.Redis, keys: Keys, buffer_limit: int = 100_000,
-                 hard_cap: int = 1_000_000) -> None:
+    def __init__(
+        self, client: redis.Redis, keys: Keys, buffer_limit: int = 100_000, hard_cap: int = 1_000_000
+    ) -> None:
         self._client = client
         self._keys = keys
         self._buffer: deque[Pending] = deque()
@@ -71,8 +73,12 @@ class Publisher:
             if len(self._buffer) >= self._buffer_limit:
                 self._buffer.popleft()  # the oldest odds are the least useful to keep
                 overflowed += 1
-            self._buffer.append((self._keys.shard(shard_of(snapshot.event, snapshot.bookmaker,
-                                                           self._keys.shards)), encode(snapshot)))
+            self._buffer.append(
+                (
+                    self._keys.shard(shard_of(snapshot.event, snapshot.bookmaker, self._keys.shards)),
+                    encode(snapshot),
+                )
+            )
         if overflowed:
             self.total_overflowed += overflowed
             log.error("producer_buffer_overflow", dropped=overflowed, limit=self._buffer_limit)
@@ -86,7 +92,7 @@ class Publisher:
         sent = 0
         try:
             while self._buffer:
-                chunk = [self._buffer[i] for i in range(min(PIPELINE_CHUNK, len(self._buffer)))]
+                chunk = list(islice(self._buffer, PIPELINE_CHUNK))
                 pipe = self._client.pipeline(transaction=False)
                 for stream, fields in chunk:
                     pipe.xadd(stream, fields)  # type: ignore[arg-type]
@@ -101,8 +107,12 @@ class Publisher:
             delay = compute_backoff(self._failures, base_s=0.2, cap_s=5.0)
             self._failures += 1
             self._retry_at = time.monotonic() + delay
-            log.warning("producer_redis_unavailable", error=str(exc), buffered=len(self._buffer),
-                        retry_in_s=round(delay, 2))
+            log.warning(
+                "producer_redis_unavailable",
+                error=str(exc),
+                buffered=len(self._buffer),
+                retry_in_s=round(delay, 2),
+            )
         else:
             if self._failures:
                 log.info("producer_redis_back", delivered=sent)

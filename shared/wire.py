@@ -14,8 +14,9 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+from types import MappingProxyType
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import chain, repeat
 from operator import attrgetter, itemgetter
 from typing import Any, NamedTuple
@@ -38,9 +39,21 @@ class InvalidEntry(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Market:
+    """One market of a snapshot: outcome name to decimal odds.
+
+    Immutable through and through: it keeps its own read-only copy of the outcomes and encodes itself once,
+    when built. A scraper that keeps an unchanged market's object between cycles (as the simulator does)
+    then publishes it again with no encoding work.
+    """
+
     market: str
     specifier: str
     outcomes: Mapping[str, float]
+    packed: bytes = field(init=False, repr=False, compare=False)  # canonical msgpack of this market
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "outcomes", MappingProxyType(dict(self.outcomes)))
+        object.__setattr__(self, "packed", _pack_row(market_row(self)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,15 +101,34 @@ def canonical_data(rows: Iterable[MarketRow]) -> bytes:
     return _pack(sorted(rows, key=_market_key))
 
 
+def canonical_markets(markets: Iterable[Market]) -> bytes:
+    """The canonical data of a snapshot's markets, from each market's memoised encoding."""
+    ordered = sorted(markets, key=_market_key)
+    return _DATA_PREFIX + _array_header(len(ordered)) + b"".join(map(_packed, ordered))
+
+
 _market_key = attrgetter("market", "specifier")
+_packed = attrgetter("packed")
+# msgpack concatenates: the map {"markets": [m1, m2, ...]} is a one-entry map header with its key, the
+# array header, then each market's own encoding. Both encoders build data this way, from _pack_row alone.
+_DATA_PREFIX: bytes = b"\x81" + msgpack.packb("markets")
+
+
+def _array_header(n: int) -> bytes:
+    if n < 16:
+        return bytes((0x90 | n,))
+    return b"\xdc" + n.to_bytes(2, "big") if n < 0x10000 else b"\xdd" + n.to_bytes(4, "big")
 
 
 def _pack(ordered: list[MarketRow]) -> bytes:
-    markets = [
-        {"market": r.market, "specifier": r.specifier, "outcomes": dict(zip(r.outcomes, r.odds, strict=True))}
-        for r in ordered
-    ]
-    return msgpack.packb({"markets": markets}, use_bin_type=True)  # type: ignore[no-any-return]
+    return _DATA_PREFIX + _array_header(len(ordered)) + b"".join(map(_pack_row, ordered))
+
+
+def _pack_row(row: MarketRow) -> bytes:
+    outcomes = dict(zip(row.outcomes, row.odds, strict=True))
+    return msgpack.packb(  # type: ignore[no-any-return]
+        {"market": row.market, "specifier": row.specifier, "outcomes": outcomes}, use_bin_type=True
+    )
 
 
 def market_row(market: Market) -> MarketRow:
@@ -108,12 +140,16 @@ def market_row(market: Market) -> MarketRow:
 
 def encode(snapshot: Snapshot) -> dict[str, bytes]:
     """The stream entry fields for one snapshot, with canonical data."""
+    return envelope_fields(snapshot, canonical_markets(snapshot.markets))
+
+
+def envelope_fields(snapshot: Snapshot, data: bytes) -> dict[str, bytes]:
     return {
         "v": WIRE_VERSION,
         "event": snapshot.event.encode(),
         "bookmaker": snapshot.bookmaker.encode(),
         "ts": str(snapshot.captured_at_ms).encode(),
-        "data": canonical_data(market_row(m) for m in snapshot.markets),
+        "data": data,
     }
 
 

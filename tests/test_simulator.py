@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 
 import pytest
 
@@ -133,7 +134,7 @@ def test_each_snapshot_has_the_asked_number_of_distinct_markets(markets: int) ->
             # Then every snapshot has exactly that many markets, no (market, specifier) pair twice
             assert isinstance(s.markets, tuple) and len(s.markets) == markets
             assert len({(m.market, m.specifier) for m in s.markets}) == markets
-            assert all(isinstance(m, Market) and isinstance(m.outcomes, dict) for m in s.markets)
+            assert all(isinstance(m, Market) and isinstance(m.outcomes, Mapping) for m in s.markets)
             assert all(len(m.outcomes) >= 2 for m in s.markets)
 
 

@@ -162,3 +162,28 @@ def test_fingerprint_is_the_same_whether_data_was_canonical_or_not() -> None:
     # Then the shortcut for canonical bytes and the full path agree on the fingerprint
     assert as_float32 != canonical
     assert decode_data(as_float32).fingerprint == decode_data(canonical).fingerprint == fingerprint(canonical)
+
+
+@pytest.mark.parametrize("count", [0, 1, 15, 16, 300])
+def test_canonical_data_is_one_msgpack_document_whatever_the_market_count(count: int) -> None:
+    # Given a snapshot with a market count on each side of msgpack's array header sizes
+    markets = tuple(Market(f"m{i:03}", "", {"1": 1.5 + i, "2": 2.5}) for i in range(count))
+    data = encode(snapshot(markets))["data"]
+    # Then it is exactly what msgpack itself packs for the canonical document
+    expected = {
+        "markets": [
+            {"market": m.market, "specifier": "", "outcomes": dict(sorted(m.outcomes.items()))}
+            for m in markets
+        ]
+    }
+    assert data == msgpack.packb(expected)
+
+
+def test_a_market_keeps_its_own_copy_of_the_outcomes() -> None:
+    # Given a market built from a dict that its scraper mutates afterwards
+    outcomes = {"1": 2.0, "2": 3.0}
+    market = Market("1X2", "", outcomes)
+    before = encode(snapshot((market,)))["data"]
+    outcomes["1"] = 9.0
+    # Then the market and its encoding are unchanged
+    assert market.outcomes["1"] == 2.0 and encode(snapshot((market,)))["data"] == before
