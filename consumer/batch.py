@@ -50,12 +50,22 @@ class BatchProcessor:
             outcome.count("stale", len(p.stale))
             outcome.count("duplicate", len(p.duplicates))
             for s in p.stale:
-                log.info("stale_entry_skipped", stream=s.entry.stream, entry_id=s.entry.entry_id.decode(),
-                         feed=s.feed, ts=s.envelope.ts_ms)
+                log.info(
+                    "stale_entry_skipped",
+                    stream=s.entry.stream,
+                    entry_id=s.entry.entry_id.decode(),
+                    feed=s.feed,
+                    ts=s.envelope.ts_ms,
+                )
         poison += db_poison
         for bad in poison:
-            log.warning("entry_dead_lettered", stream=bad.entry.stream, entry_id=bad.entry.entry_id.decode(),
-                        reason=bad.reason, deliveries=bad.entry.deliveries)
+            log.warning(
+                "entry_dead_lettered",
+                stream=bad.entry.stream,
+                entry_id=bad.entry.entry_id.decode(),
+                reason=bad.reason,
+                deliveries=bad.entry.deliveries,
+            )
         outcome.dead = poison
         outcome.count("dead_lettered", len(poison))
         outcome.ack(entries)

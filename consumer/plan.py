@@ -72,7 +72,9 @@ class Plan:
     final: dict[str, tuple[bytes, int]] = field(default_factory=dict)  # feed -> (fingerprint, last ts)
 
 
-def parse(entries: Iterable[Entry], max_entry_bytes: int, max_deliveries: int) -> tuple[list[Parsed], list[Poison]]:
+def parse(
+    entries: Iterable[Entry], max_entry_bytes: int, max_deliveries: int
+) -> tuple[list[Parsed], list[Poison]]:
     parsed: list[Parsed] = []
     poison: list[Poison] = []
     for entry in entries:

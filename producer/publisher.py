@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from itertools import islice
 from collections.abc import Iterable
 from dataclasses import dataclass
+from itertools import islice
 
 import redis
 import structlog
@@ -67,7 +67,7 @@ class Publisher:
         return self.publish_cycle((snapshot,))
 
     def publish_cycle(self, snapshots: Iterable[Snapshot]) -> PublishResult:
-        """Publish a scrape cycle in pipelined XADDs; on a Redis failure keep it buffered for the next call."""
+        """Publish a cycle in pipelined XADDs; on a Redis failure keep it buffered for the next call."""
         overflowed = 0
         for snapshot in snapshots:
             if len(self._buffer) >= self._buffer_limit:

@@ -14,11 +14,11 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from types import MappingProxyType
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from itertools import chain, repeat
 from operator import attrgetter, itemgetter
+from types import MappingProxyType
 from typing import Any, NamedTuple
 
 import msgpack
