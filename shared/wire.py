@@ -174,7 +174,8 @@ def decode_data(data: bytes) -> Decoded:
     try:
         doc = msgpack.unpackb(data, raw=False, strict_map_key=False, use_list=True)
     except Exception as exc:  # msgpack raises a zoo of types (ExtraData, FormatError, ValueError, ...)
-        raise InvalidEntry(f"data is not valid msgpack: {type(exc).__name__}: {exc}") from exc
+        detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        raise InvalidEntry(f"data is not valid msgpack: {detail}") from exc
     if not isinstance(doc, dict) or "markets" not in doc:
         raise InvalidEntry("data must be a map with a 'markets' list")
     markets = doc["markets"]
@@ -293,7 +294,7 @@ def _odds(where: str, value: Any) -> float:
     odds = float(value)
     if not math.isfinite(odds) or not 1.0 <= odds <= MAX_ODDS:
         raise InvalidEntry(
-            f"{where} = {value!r}: decimal odds must be finite and between 1.0 and {MAX_ODDS:g}"
+            f"{where} = {value!r}: decimal odds must be finite, from 1.0 to {MAX_ODDS:,.0f}"
         )
     return odds
 

@@ -128,7 +128,7 @@ def test_unknown_fields_are_ignored() -> None:
         ),
         (
             msgpack.packb({"markets": [{"market": "1X2", "specifier": "", "outcomes": {"1": -1.5}}]}),
-            "between 1.0",
+            "from 1.0 to",
         ),
         (
             msgpack.packb({"markets": [{"market": "1X2", "specifier": "", "outcomes": {"1": "2.0"}}]}),

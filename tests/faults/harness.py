@@ -396,7 +396,7 @@ class FaultRun:
             rows = count_snapshot_rows(conn)
         reasons: Counter[str] = Counter()
         for _, fields in cast(list[RawEntry], self.client.xrange(self.keys.dead)):
-            reasons[fields.get(b"dead_reason", b"?").decode(errors="replace")[:80]] += 1
+            reasons[fields.get(b"dead_reason", b"?").decode(errors="replace")[:120]] += 1
         stats = cast(dict[bytes, bytes], self.client.hgetall(self.keys.stats))
         counters = {k.decode(): int(v) for k, v in stats.items()}
         counters.pop("last_commit_ms", None)

@@ -63,7 +63,7 @@ def bad_entries(ts: int) -> list[tuple[str, Fields, str]]:
         ("markets not a list", {**h("markets-map"), "data": data({"1X2": 1})}, "must be a list"),
         ("NaN odds", {**h("nan"), "data": one_market(float("nan"))}, "must be finite"),
         ("infinite odds", {**h("inf"), "data": one_market(float("inf"))}, "must be finite"),
-        ("negative odds", {**h("negative"), "data": one_market(-2.0)}, "between 1.0"),
+        ("negative odds", {**h("negative"), "data": one_market(-2.0)}, "from 1.0 to"),
         ("10 MB entry", {**h("huge"), "data": msgpack.packb(b"x" * 10_000_000)}, "over the limit"),
         ("unknown v", {**h("v2"), "v": b"2", "data": one_market(2.1)}, "unsupported wire version"),
         (
