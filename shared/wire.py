@@ -293,9 +293,7 @@ def _odds(where: str, value: Any) -> float:
         raise InvalidEntry(f"{where} must be a number, not {type(value).__name__}")
     odds = float(value)
     if not math.isfinite(odds) or not 1.0 <= odds <= MAX_ODDS:
-        raise InvalidEntry(
-            f"{where} = {value!r}: decimal odds must be finite, from 1.0 to {MAX_ODDS:,.0f}"
-        )
+        raise InvalidEntry(f"{where} = {value!r}: decimal odds must be finite, from 1.0 to {MAX_ODDS:,.0f}")
     return odds
 
 
