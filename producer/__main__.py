@@ -80,6 +80,7 @@ def simulate(publisher: Publisher, spec: SimulationSpec, cycles: int, interval_s
             overflowed=result.overflowed,
             published_total=publisher.total_published,
             cycle_s=round(time.monotonic() - started, 4),
+            **publisher.progress(),
         )
         remaining = interval_s - (time.monotonic() - started)
         if remaining > 0 and not stop and (cycles == 0 or cycle < cycles):

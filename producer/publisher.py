@@ -120,6 +120,22 @@ class Publisher:
         self.total_published += sent
         return sent
 
+    def progress(self) -> dict[str, int]:
+        """What consumers report having done (the group's counters) and the entries still in the stream.
+
+        For progress lines, one round trip; empty while Redis is unreachable.
+        """
+        pipe = self._client.pipeline(transaction=False)
+        pipe.hmget(self._keys.stats, ["changed", "unchanged", "dead_lettered"])
+        for stream in self._keys.all_shards():
+            pipe.xlen(stream)
+        try:
+            counters, *lengths = pipe.execute()
+        except (redis.ConnectionError, redis.TimeoutError):
+            return {}
+        written, confirmed, dead = (int(v or 0) for v in counters)
+        return {"written": written, "confirmed": confirmed, "dead_lettered": dead, "in_stream": sum(lengths)}
+
     def _enforce_hard_cap(self) -> None:
         pipe = self._client.pipeline(transaction=False)
         streams = self._keys.all_shards()

@@ -67,3 +67,22 @@ def test_overflow_drops_the_oldest_and_is_counted(server: fakeredis.FakeServer) 
     result = pub.publish_cycle(cycle(6))
     # Then 2 are counted as overflow and the newest 4 wait
     assert (result.overflowed, result.buffered, pub.total_overflowed) == (2, 4, 2)
+
+
+def test_progress_reports_the_consumers_counters_and_what_is_still_in_the_stream(
+    server: fakeredis.FakeServer,
+) -> None:
+    # Given a published cycle and counters as consumers leave them
+    pub = publisher(server)
+    pub.publish_cycle(cycle(7))
+    fakeredis.FakeRedis(server=server).hset(KEYS.stats, mapping={"changed": 4, "unchanged": 2})
+    # When progress is asked for
+    progress = pub.progress()
+    # Then it shows them, and the entries in the stream's shards
+    assert progress == {"written": 4, "confirmed": 2, "dead_lettered": 0, "in_stream": 7}
+
+
+def test_progress_is_empty_while_redis_is_down(server: fakeredis.FakeServer) -> None:
+    pub = publisher(server)
+    server.connected = False
+    assert pub.progress() == {}
