@@ -19,6 +19,7 @@ from consumer.migrate import create_database_if_missing, upgrade
 from shared.db import psycopg_url, with_database
 from shared.keys import Keys
 from shared.settings import Settings
+from tests.support import OPEN_CLIENTS
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 SERVER_URL = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -90,6 +91,13 @@ def keys(settings: Settings) -> Keys:
 @pytest.fixture
 def client(redis_url: str) -> redis.Redis:
     return redis.Redis.from_url(redis_url)
+
+
+@pytest.fixture(autouse=True)
+def _close_fail_fast_clients() -> Iterator[None]:
+    yield
+    while OPEN_CLIENTS:
+        OPEN_CLIENTS.pop().close()
 
 
 @pytest.fixture(autouse=True)

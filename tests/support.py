@@ -12,7 +12,17 @@ import redis
 from consumer.daemon import Daemon
 from consumer.status import collect
 from shared.keys import Keys
+from shared.redis_client import connect
 from shared.settings import Settings
+
+OPEN_CLIENTS: list[redis.Redis] = []
+
+
+def fail_fast_client(url: str, timeout_s: float = 0.5) -> redis.Redis:
+    """The project's own client (no hidden retries), so a test sees the first failure; closed after it."""
+    client = connect(url, timeout_s)
+    OPEN_CLIENTS.append(client)
+    return client
 
 
 def backlog(client: redis.Redis, keys: Keys) -> int:

@@ -8,29 +8,10 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from consumer.localservers import PostgresServer, RedisServer, free_port, postgres_bin_dir
 from tests.faultkit.proxy import TcpProxy
-
-_clients: list[redis.Redis] = []
-
-
-@pytest.fixture(autouse=True)
-def _close_clients() -> Iterator[None]:
-    yield
-    while _clients:
-        _clients.pop().close()
-
-
-def _redis(url: str) -> redis.Redis:
-    # No retries: each test wants to see the very first failure.
-    client = redis.Redis.from_url(
-        url, socket_timeout=0.5, socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0)
-    )
-    _clients.append(client)
-    return client
+from tests.support import fail_fast_client
 
 
 def _alive(pid: int) -> bool:
@@ -61,27 +42,27 @@ def test_postgres_bin_dir_has_the_tools() -> None:
 
 def test_redis_aof_always_survives_kill(tmp_path: pathlib.Path) -> None:
     with RedisServer(tmp_path, appendfsync="always") as server:
-        client = _redis(server.url)
+        client = fail_fast_client(server.url)
         client.set("odds:k", "2.35")
         first_pid = server.pid
         server.kill()
         assert first_pid is not None and not _alive(first_pid)
         server.restart()
         assert server.pid is not None and server.pid != first_pid
-        assert _redis(server.url).get("odds:k") == b"2.35"
+        assert fail_fast_client(server.url).get("odds:k") == b"2.35"
 
 
 def test_redis_without_persistence_forgets_on_kill(tmp_path: pathlib.Path) -> None:
     with RedisServer(tmp_path) as server:
-        _redis(server.url).set("odds:k", "1")
+        fail_fast_client(server.url).set("odds:k", "1")
         server.kill()
         server.restart()
-        assert _redis(server.url).get("odds:k") is None
+        assert fail_fast_client(server.url).get("odds:k") is None
 
 
 def test_redis_pause_blocks_until_resume(tmp_path: pathlib.Path) -> None:
     with RedisServer(tmp_path) as server:
-        client = _redis(server.url)
+        client = fail_fast_client(server.url)
         assert client.ping()
         server.pause()
         with pytest.raises(redis.exceptions.TimeoutError):

@@ -9,11 +9,10 @@ from collections.abc import Iterator
 
 import pytest
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from consumer.localservers import RedisServer
 from tests.faultkit.proxy import TcpProxy
+from tests.support import fail_fast_client
 
 
 @pytest.fixture(scope="module")
@@ -26,25 +25,6 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 def proxy(redis_server: RedisServer) -> Iterator[TcpProxy]:
     with TcpProxy("127.0.0.1", redis_server.port) as tcp_proxy:
         yield tcp_proxy
-
-
-_clients: list[redis.Redis] = []
-
-
-@pytest.fixture(autouse=True)
-def _close_clients() -> Iterator[None]:
-    yield
-    while _clients:
-        _clients.pop().close()
-
-
-def _client(port: int, timeout_s: float = 0.5) -> redis.Redis:
-    # No retries, so the first failure surfaces instead of a silent reconnect.
-    client = redis.Redis(
-        port=port, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, retry=Retry(NoBackoff(), 0)
-    )
-    _clients.append(client)
-    return client
 
 
 def _raw(proxy: TcpProxy) -> socket.socket:
@@ -63,7 +43,7 @@ def _read_line(sock: socket.socket) -> bytes:
 
 
 def test_forwards_commands_and_large_values(proxy: TcpProxy) -> None:
-    client = _client(proxy.port)
+    client = fail_fast_client(f"redis://127.0.0.1:{proxy.port}/0")
     assert client.ping()
     blob = os.urandom(3 * 1024 * 1024)
     client.set("odds:blob", blob)
@@ -72,7 +52,7 @@ def test_forwards_commands_and_large_values(proxy: TcpProxy) -> None:
 
 
 def test_pause_times_out_then_resume_works(proxy: TcpProxy) -> None:
-    client = _client(proxy.port)
+    client = fail_fast_client(f"redis://127.0.0.1:{proxy.port}/0")
     assert client.ping()
     proxy.pause()
     with pytest.raises(redis.exceptions.TimeoutError):
@@ -104,7 +84,7 @@ def test_connection_opened_during_pause_is_forwarded_after_resume(proxy: TcpProx
 
 
 def test_blackhole_drops_traffic_until_heal(proxy: TcpProxy) -> None:
-    client = _client(proxy.port)
+    client = fail_fast_client(f"redis://127.0.0.1:{proxy.port}/0")
     assert client.ping()
     with _raw(proxy) as sock:
         proxy.blackhole()
@@ -123,8 +103,8 @@ def test_blackhole_drops_traffic_until_heal(proxy: TcpProxy) -> None:
 def test_reset_all_breaks_live_connections(proxy: TcpProxy, redis_server: RedisServer) -> None:
     # An idle pooled connection would be silently replaced by redis-py, so the reset has to hit a
     # request in flight: a blocking pop, like a consumer parked in XREADGROUP BLOCK.
-    client = _client(proxy.port, timeout_s=5)
-    direct = _client(redis_server.port)
+    client = fail_fast_client(f"redis://127.0.0.1:{proxy.port}/0", timeout_s=5)
+    direct = fail_fast_client(f"redis://127.0.0.1:{redis_server.port}/0")
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
         blocked = pool.submit(client.blpop, ["odds:never"], 4)
         for _ in range(500):
@@ -153,7 +133,7 @@ def test_reset_all_sends_rst(proxy: TcpProxy) -> None:
 def test_upstream_down_resets_client(tmp_path: pathlib.Path) -> None:
     with RedisServer(tmp_path) as server, TcpProxy("127.0.0.1", server.port) as tcp_proxy:
         server.kill()
-        client = _client(tcp_proxy.port)
+        client = fail_fast_client(f"redis://127.0.0.1:{tcp_proxy.port}/0")
         with pytest.raises(redis.exceptions.ConnectionError):
             client.ping()
         server.restart()
@@ -164,7 +144,7 @@ def test_close_stops_listening(redis_server: RedisServer) -> None:
     tcp_proxy = TcpProxy("127.0.0.1", redis_server.port)
     tcp_proxy.start()
     port = tcp_proxy.port
-    client = _client(tcp_proxy.port)
+    client = fail_fast_client(f"redis://127.0.0.1:{tcp_proxy.port}/0")
     assert client.ping()
     tcp_proxy.close()
     tcp_proxy.close()
