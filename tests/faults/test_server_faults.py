@@ -116,6 +116,14 @@ def postgres_proxy(run: FaultRun) -> Iterator[TcpProxy]:
 # -- Redis restarts --------------------------------------------------------------------------------------
 
 
+def restart_redis_and_thaw(run: FaultRun) -> None:
+    """Kill Redis, start it again from whatever it persisted, and let the frozen consumers go on."""
+    run.redis.kill()
+    run.redis.start()
+    for p in run.live_consumers():
+        p.thaw()
+
+
 def test_redis_killed_and_restarted_with_aof_always_loses_nothing(tmp_path: Path) -> None:
     # Given Redis with appendfsync always, two consumers and a producer publishing cycles
     with FaultRun("Redis SIGKILL + restart, AOF always", tmp_path, RunConfig(appendfsync="always")) as run:
@@ -152,10 +160,7 @@ def test_redis_killed_and_restarted_with_aof_everysec_loses_at_most_the_last_sec
         # When Redis is killed and restarted from its AOF
         with run.fault("redis SIGKILL, restart from everysec AOF"):
             killed_at, candidates = time.monotonic(), len(run.accepted)
-            run.redis.kill()
-            run.redis.start()
-            for p in run.live_consumers():
-                p.thaw()
+            restart_redis_and_thaw(run)
         # And the next cycles are published
         publish_for(run, 2.0)
         row, lost = finish_against_survivors(
@@ -182,10 +187,7 @@ def test_redis_restarted_without_persistence_recreates_its_group_without_duplica
         # When Redis restarts empty: stream, group, leases and fingerprints are gone
         with run.fault("redis restart without persistence"):
             candidates = len(run.accepted)
-            run.redis.kill()
-            run.redis.start()
-            for p in run.live_consumers():
-                p.thaw()
+            restart_redis_and_thaw(run)
         # And cycles go on being published
         publish_for(run, 2.0)
         row, lost = finish_against_survivors(
