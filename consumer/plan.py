@@ -28,10 +28,7 @@ class Parsed:
     entry: Entry
     envelope: Envelope
     digest: bytes  # fingerprint of the raw data bytes: equals the content fingerprint for canonical data
-
-    @property
-    def feed(self) -> str:
-        return feed_key(self.envelope.event, self.envelope.bookmaker)
+    feed: str  # "event|bookmaker", the key of everything stored per feed
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +85,8 @@ def parse(
         except InvalidEntry as exc:
             poison.append(Poison(entry, str(exc)))
             continue
-        parsed.append(Parsed(entry, envelope, fingerprint(envelope.data)))
+        feed = feed_key(envelope.event, envelope.bookmaker)
+        parsed.append(Parsed(entry, envelope, fingerprint(envelope.data), feed))
     return parsed, poison
 
 

@@ -72,9 +72,8 @@ def test_entries_older_than_the_stored_state_are_stale_or_duplicates() -> None:
 def test_undecodable_data_is_poison_and_does_not_move_the_state() -> None:
     # Given a good entry, a corrupt one and another good one for one feed
     good1, bad, good2 = parsed(entry(2.0, TS), entry(2.0, TS + 1), entry(3.0, TS + 2))
-    bad = Parsed(
-        bad.entry, type(bad.envelope)(bad.envelope.event, bad.envelope.bookmaker, TS + 1, b"\xc1"), b"corrupt"
-    )
+    corrupt = type(bad.envelope)(bad.envelope.event, bad.envelope.bookmaker, TS + 1, b"\xc1")
+    bad = Parsed(bad.entry, corrupt, b"corrupt", bad.feed)
     # When planned
     result = plan([good1, bad, good2], {}, memo_decoder(decode_data))
     # Then the bad one is poison and both good ones are written
