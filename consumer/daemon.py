@@ -145,7 +145,7 @@ class Daemon:
                 log.info("batch_committed", entries=len(entries), **outcome.counts)
                 return
             except redis.RedisError as exc:
-                error: Transient = classify_redis_error(exc)  # type: ignore[assignment]
+                error = classify_redis_error(exc)
             except Transient as exc:
                 error = exc
             log.warning("batch_retrying", cause=error.cause, error=str(error), attempt=attempt)

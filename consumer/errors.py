@@ -41,7 +41,7 @@ def classify_db_error(exc: psycopg.Error) -> Exception:
     return Unavailable(f"postgres error {state}: {exc}".strip())
 
 
-def classify_redis_error(exc: redis.RedisError) -> Exception:
+def classify_redis_error(exc: redis.RedisError) -> Transient:
     if isinstance(exc, redis.ConnectionError | redis.TimeoutError):
         return Transient(f"redis: {type(exc).__name__}: {exc}")
     if isinstance(exc, redis.ResponseError) and str(exc).startswith(
