@@ -132,7 +132,7 @@ database totals         {row[0] if row else 0:>9}  snapshot rows, {row[1] if row
     if not private:
         print(f"""
 try:  psql "{psycopg_url(settings.database_url)}" -c "SELECT * FROM odds_history LIMIT 5"
-      python -m consumer status --stream {settings.stream}""")
+      .venv/bin/python -m consumer status --stream {settings.stream}""")
 
 
 def _reachable_services(settings: Settings, servers: ExitStack) -> Settings:
