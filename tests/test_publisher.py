@@ -7,7 +7,7 @@ import pytest
 
 from producer.publisher import Publisher
 from shared.keys import Keys, shard_of
-from shared.wire import Market, Snapshot
+from shared.wire import Market, Snapshot, encode
 
 KEYS = Keys("t:snap", "g", 3)
 
@@ -86,3 +86,22 @@ def test_progress_is_empty_while_redis_is_down(server: fakeredis.FakeServer) -> 
     pub = publisher(server)
     server.connected = False
     assert pub.progress() == {}
+
+
+def test_a_feed_is_encoded_anew_when_any_of_its_markets_changed(server: fakeredis.FakeServer) -> None:
+    # Given a feed published once, then with the same market objects, then with one market replaced
+    kept, moved = Market("1X2", "", {"1": 2.0, "2": 3.0}), Market("BTTS", "", {"Yes": 1.8, "No": 2.0})
+    moved_again = Market("BTTS", "", {"Yes": 1.7, "No": 2.1})
+    snapshots = [
+        Snapshot("ev", "bet9ja", 1, (kept, moved)),
+        Snapshot("ev", "bet9ja", 2, (kept, moved)),
+        Snapshot("ev", "bet9ja", 3, (kept, moved_again)),
+    ]
+    pub = publisher(server)
+    for s in snapshots:
+        pub.publish(s)
+    # Then every entry carries exactly the data its own snapshot encodes to
+    stream = KEYS.shard(shard_of("ev", "bet9ja", KEYS.shards))
+    sent = [fields[b"data"] for _, fields in fakeredis.FakeRedis(server=server).xrange(stream)]
+    assert sent == [encode(s)["data"] for s in snapshots]
+    assert sent[1] == sent[0] != sent[2]
