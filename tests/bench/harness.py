@@ -1,0 +1,228 @@
+"""The bench harness: a bench database and stream prefix, consumer processes, waits on Redis and Postgres."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+
+from producer.simulator import SimulationSpec, Simulator
+from shared.db import psycopg_url, with_database
+from shared.keys import Keys
+from shared.redis_client import connect
+
+BOOKMAKERS = ("alpha", "bravo", "charlie")
+MARKETS = 40
+SEED = 7
+SHARDS = 4
+GROUP = "odds-writers"
+POLL_S = 0.01
+# The repository root, where `python -m consumer` resolves: tests/bench/harness.py is three levels down.
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class Size:
+    events: int
+    backlog_cycles: int  # cycles per timed backlog, after the warm-up cycle
+    latency_s: float
+    rss_backlog: int
+
+
+def ms_now() -> int:
+    return int(time.time() * 1000)
+
+
+class Bench:
+    def __init__(self, redis_url: str, database_url: str, size: Size) -> None:
+        self.size = size
+        self.redis_url = redis_url
+        self.admin_url = psycopg_url(database_url)
+        self.db_name = f"odds_bench_{os.getpid()}"
+        self.db_url = with_database(self.admin_url, self.db_name)
+        self.prefix = f"bench:{os.getpid()}"
+        self.client = connect(redis_url, 30.0)
+        self.tmp = Path(tempfile.mkdtemp(prefix="odds-bench-"))
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.streams_used: list[str] = []
+        self.clock_ms = ms_now() - 3_600_000  # capture times: an hour back, one second per cycle
+
+    # --- setup and teardown -------------------------------------------------------------------------
+
+    def setup(self) -> None:
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{self.db_name}"')
+        subprocess.run(
+            [sys.executable, "-m", "consumer", "migrate", "--log-level", "WARNING"],
+            env=self.env("unused"),
+            check=True,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+        )
+
+    def teardown(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGCONT)
+                proc.kill()
+                proc.wait()
+        for prefix in self.streams_used:
+            keys = list(self.client.scan_iter(match=f"{prefix}:*", count=1000))
+            for i in range(0, len(keys), 500):
+                self.client.delete(*keys[i : i + 500])
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)')
+
+    def env(self, stream: str, **extra: str) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            {
+                "REDIS_URL": self.redis_url,
+                "DATABASE_URL": self.db_url,
+                "ODDS_STREAM": stream,
+                "ODDS_SHARDS": str(SHARDS),
+                "ODDS_GROUP": GROUP,
+                # A short lease lets two consumers settle on two shards each within a second or two.
+                "ODDS_CLAIM_IDLE_MS": "5000",
+                "ODDS_DB_DEADLINE_S": "4",
+                # Trimming would delete the backlog that the yardstick reads again afterwards.
+                "ODDS_TRIM_INTERVAL_S": "3600",
+            }
+        )
+        env.update(extra)
+        return env
+
+    def new_stream(self, name: str) -> tuple[str, Keys]:
+        stream = f"{self.prefix}:{name}"
+        self.streams_used.append(stream)
+        return stream, Keys(stream, GROUP, SHARDS)
+
+    def simulator(self, rate: float, events: int | None = None) -> Simulator:
+        return Simulator(
+            SimulationSpec(
+                events=events or self.size.events,
+                bookmakers=BOOKMAKERS,
+                markets=MARKETS,
+                change_rate=rate,
+                seed=SEED,
+            )
+        )
+
+    def next_ts(self) -> int:
+        self.clock_ms += 1000
+        return self.clock_ms
+
+    def reset_database(self) -> None:
+        with psycopg.connect(self.db_url, autocommit=True) as conn:
+            conn.execute("TRUNCATE markets, snapshots, feeds, events, bookmakers RESTART IDENTITY")
+
+    # --- consumers ----------------------------------------------------------------------------------
+
+    def start_consumers(self, stream: str, count: int, **extra: str) -> list[subprocess.Popen[bytes]]:
+        procs = []
+        for i in range(count):
+            log = (self.tmp / f"{stream.replace(':', '_')}-{i}.log").open("wb")
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "consumer", "run", "--name", f"bench-{i}", "--log-json"],
+                    env=self.env(stream, **extra),
+                    cwd=ROOT,
+                    stdout=log,
+                    stderr=log,
+                )
+            )
+        self.procs += procs
+        return procs
+
+    def wait_leases(self, keys: Keys, count: int, timeout_s: float = 30.0) -> None:
+        """Until the shards are spread evenly: each of `count` consumers holds its fair share."""
+        deadline = time.monotonic() + timeout_s
+        fair = -(-SHARDS // count)
+        while time.monotonic() < deadline:
+            holders = self.client.mget([keys.lease(n) for n in range(SHARDS)])
+            owners = [h for h in holders if h is not None]
+            if (
+                len(owners) == SHARDS
+                and len(set(owners)) == count
+                and all(owners.count(o) <= fair for o in set(owners))
+            ):
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"consumers did not spread the leases of {keys.stream} in {timeout_s:g} s")
+
+    def stop(self, procs: Sequence[subprocess.Popen[bytes]]) -> None:
+        for proc in procs:
+            proc.send_signal(signal.SIGCONT)
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            proc.wait(timeout=60)
+
+    def stats(self, keys: Keys) -> dict[str, int]:
+        raw: dict[bytes, bytes] = self.client.hgetall(keys.stats)  # type: ignore[assignment]
+        return {k.decode(): int(v) for k, v in raw.items()}
+
+    def pending(self, keys: Keys) -> int:
+        pipe = self.client.pipeline(transaction=False)
+        for stream in keys.all_shards():
+            pipe.xpending(stream, GROUP)
+        return sum(int(r["pending"]) for r in pipe.execute())
+
+    def wait_drained(
+        self, keys: Keys, total_read: int, timeout_s: float = 3600.0, tick: Callable[[], None] | None = None
+    ) -> float:
+        """Until the consumers have read `total_read` entries in all and none is pending; returns the time."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.stats(keys).get("read", 0) >= total_read and self.pending(keys) == 0:
+                return time.perf_counter()
+            if tick is not None:
+                tick()
+            time.sleep(POLL_S)
+        raise RuntimeError(f"{keys.stream} not drained in {timeout_s:g} s: {self.stats(keys)}")
+
+    # --- table statistics ---------------------------------------------------------------------------
+
+    def feed_updates(self) -> int:
+        with psycopg.connect(self.db_url, autocommit=True) as conn:
+            row = conn.execute("SELECT n_tup_upd FROM pg_stat_user_tables WHERE relname = 'feeds'").fetchone()
+        return int(row[0]) if row else 0
+
+    def wait_stats_flushed(self, feed_updates: int, timeout_s: float = 15.0) -> None:
+        """Until the warm-up's feed updates show in pg_stat_user_tables: a busy backend reports them late."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and self.feed_updates() < feed_updates:
+            time.sleep(0.1)
+
+    def table_state(self) -> tuple[int, int, int, int, int]:
+        """Snapshot rows, market rows, updated rows (snapshots and feeds), HOT updates, table bytes."""
+        with psycopg.connect(self.db_url, autocommit=True) as conn:
+            snaps, mkts = conn.execute(
+                "SELECT (SELECT count(*) FROM snapshots), (SELECT count(*) FROM markets)"
+            ).fetchone() or (0, 0)
+            upd, hot = conn.execute(
+                "SELECT coalesce(sum(n_tup_upd), 0), coalesce(sum(n_tup_hot_upd), 0) "
+                "FROM pg_stat_user_tables WHERE relname IN ('snapshots', 'feeds')"
+            ).fetchone() or (0, 0)
+            size = conn.execute(
+                "SELECT pg_total_relation_size('snapshots') + pg_total_relation_size('markets')"
+            ).fetchone()
+        return int(snaps), int(mkts), int(upd), int(hot), int(size[0] if size else 0)
+
+
+@contextmanager
+def bench(redis_url: str, database_url: str, size: Size) -> Iterator[Bench]:
+    b = Bench(redis_url, database_url, size)
+    try:
+        b.setup()
+        yield b
+    finally:
+        b.teardown()

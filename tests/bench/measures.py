@@ -1,0 +1,336 @@
+"""The bench's measurements, each against a fresh stream (and, where consumers run, a reset database)."""
+
+from __future__ import annotations
+
+import signal
+import statistics
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from producer.publisher import PIPELINE_CHUNK, Publisher
+from shared.keys import Keys, shard_of
+from shared.trim import stream_id
+from shared.wire import Snapshot, encode, market_row
+from tests.bench.harness import GROUP, POLL_S, SHARDS, Bench, ms_now
+
+
+@dataclass
+class RunResult:
+    rate: float
+    consumers: int
+    snapshots: int
+    seconds: float
+    expected_changes: int
+    stats: dict[str, int]
+    snapshot_rows: int
+    market_rows: int
+    updated_rows: int
+    hot_updates: int
+    table_bytes: int
+    yardstick_s: float = 0.0
+
+    @property
+    def per_s(self) -> float:
+        return self.snapshots / self.seconds
+
+
+def publish_rates(b: Bench) -> tuple[float, float]:
+    """Publisher.publish_cycle (encode + pipelined XADD) against raw pipelined XADD of the same bytes."""
+    sim = b.simulator(0.2)
+    _, keys = b.new_stream("publish")
+    publisher = Publisher(b.client, keys)
+    cycles = [sim.cycle(b.next_ts()) for _ in range(3)]
+    published = []
+    for snapshots in cycles:
+        start = time.perf_counter()
+        publisher.publish_cycle(snapshots)
+        published.append(len(snapshots) / (time.perf_counter() - start))
+    raw = []
+    for snapshots in cycles:
+        entries = [(keys.shard(shard_of(s.event, s.bookmaker, SHARDS)), encode(s)) for s in snapshots]
+        start = time.perf_counter()
+        for i in range(0, len(entries), PIPELINE_CHUNK):
+            pipe = b.client.pipeline(transaction=False)
+            for stream, fields in entries[i : i + PIPELINE_CHUNK]:
+                pipe.xadd(stream, fields)  # type: ignore[arg-type]
+            pipe.execute()
+        raw.append(len(entries) / (time.perf_counter() - start))
+    return statistics.median(published), statistics.median(raw)
+
+
+def producer_under_stall(b: Bench) -> tuple[float, float]:
+    """Median publish_cycle time with a consumer working, and with it stopped and Postgres locked."""
+    b.reset_database()
+    stream, keys = b.new_stream("stall")
+    procs = b.start_consumers(stream, 1)
+    b.wait_leases(keys, 1)
+    sim = b.simulator(0.2)
+    publisher = Publisher(b.client, keys)
+
+    def cycle_s() -> float:
+        snapshots = sim.cycle(b.next_ts())
+        start = time.perf_counter()
+        publisher.publish_cycle(snapshots)
+        return time.perf_counter() - start
+
+    normal = [cycle_s() for _ in range(3)]
+    for proc in procs:
+        proc.send_signal(signal.SIGSTOP)
+    with psycopg.connect(b.db_url) as lock:
+        lock.execute("LOCK TABLE feeds, snapshots, markets IN ACCESS EXCLUSIVE MODE")
+        stalled = [cycle_s() for _ in range(3)]
+        lock.rollback()
+    for proc in procs:
+        proc.send_signal(signal.SIGCONT)
+    b.wait_drained(keys, 6 * len(sim.spec.bookmakers) * sim.spec.events)
+    b.stop(procs)
+    return statistics.median(normal), statistics.median(stalled)
+
+
+def throughput(b: Bench, rate: float, consumers: int) -> RunResult:
+    b.reset_database()
+    stream, keys = b.new_stream(f"tp-{rate:g}-{consumers}")
+    sim = b.simulator(rate)
+    warm = sim.cycle(b.next_ts())
+    backlog = [sim.cycle(b.next_ts()) for _ in range(b.size.backlog_cycles)]
+    expected = count_changes(warm, backlog)
+    procs = b.start_consumers(stream, consumers)
+    b.wait_leases(keys, consumers)
+    publisher = Publisher(b.client, keys)
+    feed_updates = b.feed_updates()
+    publisher.publish_cycle(warm)
+    b.wait_drained(keys, len(warm))
+    b.wait_stats_flushed(feed_updates + len(warm))
+    before = b.table_state()
+    stats_before = b.stats(keys)
+    for proc in procs:
+        proc.send_signal(signal.SIGSTOP)
+    total = 0
+    for snapshots in backlog:
+        publisher.publish_cycle(snapshots)
+        total += len(snapshots)
+    read_before = b.stats(keys).get("read", 0)
+    start = time.perf_counter()
+    for proc in procs:
+        proc.send_signal(signal.SIGCONT)
+    end = b.wait_drained(keys, read_before + total)
+    stats = {k: v - stats_before.get(k, 0) for k, v in b.stats(keys).items()}
+    b.stop(procs)  # first, so the backends flush their statistics as they exit
+    time.sleep(0.5)
+    after = b.table_state()
+    run = RunResult(
+        rate,
+        consumers,
+        total,
+        end - start,
+        expected,
+        stats,
+        after[0] - before[0],
+        after[1] - before[1],
+        after[2] - before[2],
+        after[3] - before[3],
+        after[4] - before[4],
+    )
+    if consumers == 1:
+        run.yardstick_s = yardstick(b, keys, warm, backlog)
+    return run
+
+
+def yardstick(b: Bench, keys: Keys, warm: list[Snapshot], backlog: list[list[Snapshot]]) -> float:
+    """The bare minimum on the same data: XREADGROUP + XACK of every entry, binary COPY of the changed
+    snapshots' rows, and one UPDATE for the unchanged ones, all without any checking or planning."""
+    for stream in keys.all_shards():
+        b.client.xgroup_create(stream, "yardstick", id="$")
+    # Re-add the backlog's entries under the yardstick group (untimed): the same bytes, read once.
+    publisher = Publisher(b.client, keys)
+    for snapshots in backlog:
+        publisher.publish_cycle(snapshots)
+    feeds = {(s.event, s.bookmaker): i + 1 for i, s in enumerate(warm)}
+    changed: list[tuple[int, int, Snapshot]] = []
+    unchanged: dict[int, int] = {}
+    current = {(s.event, s.bookmaker): s.markets for s in warm}
+    for snapshots in backlog:
+        for s in snapshots:
+            key = (s.event, s.bookmaker)
+            if s.markets != current[key]:
+                changed.append((feeds[key], len(feeds) + len(changed) + 1, s))
+                current[key] = s.markets
+            else:
+                unchanged[feeds[key]] = s.captured_at_ms
+    snapshot_rows = [
+        (sid, fid, to_dt(s.captured_at_ms), to_dt(s.captured_at_ms), b"x" * 16) for fid, sid, s in changed
+    ]
+    market_rows = [
+        (sid, r.market, r.specifier, list(r.outcomes), list(r.odds))
+        for _, sid, s in changed
+        for r in map(market_row, s.markets)
+    ]
+    with psycopg.connect(b.db_url, autocommit=True) as conn:
+        conn.execute("DROP TABLE IF EXISTS y_snapshots, y_markets")
+        conn.execute("CREATE TABLE y_snapshots (LIKE snapshots INCLUDING ALL) WITH (fillfactor = 80)")
+        conn.execute("CREATE TABLE y_markets (LIKE markets INCLUDING ALL)")
+        with conn.cursor().copy(
+            "COPY y_snapshots (id, feed_id, captured_at, last_confirmed_at, fingerprint) FROM STDIN"
+        ) as copy:
+            for s in warm:
+                ts = to_dt(s.captured_at_ms)
+                copy.write_row((feeds[(s.event, s.bookmaker)], feeds[(s.event, s.bookmaker)], ts, ts, b"x"))
+        conn.execute("VACUUM ANALYZE y_snapshots")
+        start = time.perf_counter()
+        streams: dict[Any, Any] = {stream: ">" for stream in keys.all_shards()}
+        while True:
+            reply: list[Any] = b.client.xreadgroup(  # type: ignore[assignment]
+                "yardstick",
+                "y",
+                streams,
+                count=500,
+            )
+            if not reply:
+                break
+            pipe = b.client.pipeline(transaction=False)
+            for stream_reply in reply:
+                name, entries = stream_reply[0], stream_reply[1]
+                pipe.xack(name, "yardstick", *(entry[0] for entry in entries))
+            pipe.execute()
+        with conn.transaction():
+            with conn.cursor().copy(
+                "COPY y_snapshots (id, feed_id, captured_at, last_confirmed_at, "
+                "fingerprint) FROM STDIN (FORMAT BINARY)"
+            ) as copy:
+                copy.set_types(["int8", "int8", "timestamptz", "timestamptz", "bytea"])
+                for row in snapshot_rows:
+                    copy.write_row(row)
+            with conn.cursor().copy(
+                "COPY y_markets (snapshot_id, market, specifier, outcomes, odds) FROM STDIN (FORMAT BINARY)"
+            ) as copy:
+                copy.set_types(["int8", "text", "text", "text[]", "float8[]"])
+                for mrow in market_rows:
+                    copy.write_row(mrow)
+            conn.execute(
+                "UPDATE y_snapshots s SET last_confirmed_at = v.ts FROM unnest(%s::bigint[], "
+                "%s::timestamptz[]) AS v(id, ts) WHERE s.id = v.id",
+                (list(unchanged), [to_dt(t) for t in unchanged.values()]),
+            )
+        elapsed = time.perf_counter() - start
+        conn.execute("DROP TABLE y_snapshots, y_markets")
+    return elapsed
+
+
+def latency(b: Bench, target_per_s: float) -> tuple[float, float, int]:
+    """Publish at a steady rate and time each entry from its XADD (its id) until it is acknowledged.
+
+    An entry is acknowledged once it lies below the group's oldest pending entry and at or below its
+    last-delivered id; the XACK follows the commit by one Redis round trip.
+    """
+    b.reset_database()
+    stream, keys = b.new_stream("latency")
+    sim = b.simulator(0.2)
+    procs = b.start_consumers(stream, 1)
+    b.wait_leases(keys, 1)
+    publisher = Publisher(b.client, keys)
+    warm = sim.cycle(b.next_ts())
+    publisher.publish_cycle(warm)
+    b.wait_drained(keys, len(warm))
+    needed = int(target_per_s * b.size.latency_s) + 1
+    queue: list[Snapshot] = []
+    while len(queue) < needed:
+        queue += sim.cycle(b.next_ts())
+    outstanding: dict[str, list[tuple[int, int]]] = {s: [] for s in keys.all_shards()}
+    latencies: list[int] = []
+    sent, start = 0, time.perf_counter()
+    read_before = b.stats(keys).get("read", 0)
+    while sent < needed:
+        due = min(needed, int((time.perf_counter() - start) * target_per_s))
+        if due > sent:
+            pipe = b.client.pipeline(transaction=False)
+            chunk = queue[sent:due]
+            targets = [keys.shard(shard_of(s.event, s.bookmaker, SHARDS)) for s in chunk]
+            for target, s in zip(targets, chunk):
+                pipe.xadd(target, encode(s))  # type: ignore[arg-type]
+            for target, entry_id in zip(targets, pipe.execute()):
+                outstanding[target].append(stream_id(entry_id))
+            sent = due
+        _collect_acked(b, keys, outstanding, latencies)
+        time.sleep(POLL_S)
+    b.wait_drained(keys, read_before + needed, tick=lambda: _collect_acked(b, keys, outstanding, latencies))
+    _collect_acked(b, keys, outstanding, latencies)
+    b.stop(procs)
+    latencies.sort()
+    return (
+        latencies[len(latencies) // 2],
+        latencies[min(len(latencies) - 1, len(latencies) * 99 // 100)],
+        len(latencies),
+    )
+
+
+def _collect_acked(
+    b: Bench, keys: Keys, outstanding: dict[str, list[tuple[int, int]]], latencies: list[int]
+) -> None:
+    pipe = b.client.pipeline(transaction=False)
+    for stream in outstanding:
+        pipe.xpending(stream, GROUP)
+        pipe.xinfo_groups(stream)
+    replies = pipe.execute()
+    now = ms_now()
+    for i, (stream, ids) in enumerate(outstanding.items()):
+        summary, groups = replies[2 * i], replies[2 * i + 1]
+        delivered = next(
+            (stream_id(g["last-delivered-id"]) for g in groups if g["name"] == GROUP.encode()), (0, 0)
+        )
+        oldest = stream_id(summary["min"]) if summary["pending"] else None
+        done = 0
+        for entry in ids:
+            if entry > delivered or (oldest is not None and entry >= oldest):
+                break
+            latencies.append(now - entry[0])
+            done += 1
+        del ids[:done]
+
+
+def peak_rss(b: Bench, entries: int) -> tuple[int, float]:
+    """Peak RSS (kB) of one consumer working through a backlog of `entries`, and its drain rate."""
+    b.reset_database()
+    stream, keys = b.new_stream("rss")
+    sim = b.simulator(0.2)
+    publisher = Publisher(b.client, keys, buffer_limit=entries + 1, hard_cap=entries + 1)
+    total = 0
+    while total < entries:
+        snapshots = sim.cycle(b.next_ts())[: entries - total]
+        publisher.publish_cycle(snapshots)
+        total += len(snapshots)
+    # Trimming as in production, so the acknowledged backlog leaves Redis while the consumer works.
+    procs = b.start_consumers(stream, 1, ODDS_TRIM_INTERVAL_S="5")
+    start = time.perf_counter()
+    end = b.wait_drained(keys, total)
+    peak = vm_hwm_kb(procs[0].pid)
+    b.stop(procs)
+    return peak, total / (end - start)
+
+
+def count_changes(warm: list[Snapshot], backlog: list[list[Snapshot]]) -> int:
+    """How many snapshots of the backlog differ from their feed's previous one: the rows that must appear."""
+    current = {(s.event, s.bookmaker): s.markets for s in warm}
+    changes = 0
+    for snapshots in backlog:
+        for s in snapshots:
+            key = (s.event, s.bookmaker)
+            if s.markets != current[key]:
+                changes += 1
+                current[key] = s.markets
+    return changes
+
+
+def to_dt(ts_ms: int) -> datetime:
+    return datetime.fromtimestamp(ts_ms / 1000, tz=UTC)
+
+
+def vm_hwm_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return 0

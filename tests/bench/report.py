@@ -1,0 +1,113 @@
+"""The bench's run: every measurement in turn, as rows of the table `python -m tests.bench` prints."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+
+from tests.bench import measures
+from tests.bench.harness import BOOKMAKERS, MARKETS, SEED, Size, bench
+from tests.bench.measures import RunResult
+
+RATES = (0.0, 0.2, 1.0)
+
+
+@dataclass
+class Report:
+    lines: list[str] = field(default_factory=list)
+
+    def row(self, what: str, value: str, note: str = "") -> None:
+        self.lines.append(f"| {what} | {value} | {note} |")
+
+
+def run(redis_url: str, database_url: str, size: Size) -> Report:
+    report = Report()
+    per_cycle = size.events * len(BOOKMAKERS)
+    say(
+        f"workload: {size.events} events x {len(BOOKMAKERS)} bookmakers x {MARKETS} markets = {per_cycle} "
+        f"snapshots per cycle, {size.backlog_cycles} cycles per backlog, seed {SEED}"
+    )
+    with bench(redis_url, database_url, size) as b:
+        say("producer publish rate ...")
+        published, raw = measures.publish_rates(b)
+        report.row(
+            "Producer publish rate (publish_cycle)",
+            f"{published:,.0f}/s",
+            f"raw pipelined XADD of the same bytes {raw:,.0f}/s; ratio {published / raw:.0%}",
+        )
+        say("producer cycle time, consumer and Postgres stalled ...")
+        normal_s, stalled_s = measures.producer_under_stall(b)
+        report.row(
+            f"Producer cycle time ({per_cycle} snapshots)",
+            f"{normal_s * 1000:.0f} ms normal",
+            f"{stalled_s * 1000:.0f} ms with the consumer stopped and Postgres locked",
+        )
+        runs: dict[tuple[float, int], RunResult] = {}
+        for rate in RATES:
+            for consumers in (1, 2):
+                say(f"throughput at {rate:.0%} change, {consumers} consumer(s) ...")
+                runs[rate, consumers] = measures.throughput(b, rate, consumers)
+        for rate in RATES:
+            one, two = runs[rate, 1], runs[rate, 2]
+            report.row(
+                f"End to end, {rate:.0%} change",
+                f"{one.per_s:,.0f}/s one consumer",
+                f"{two.per_s:,.0f}/s two consumers; {one.snapshots:,} snapshot backlog",
+            )
+        for rate in RATES:
+            one = runs[rate, 1]
+            report.row(
+                f"Yardstick, {rate:.0%} change",
+                f"{one.snapshots / one.yardstick_s:,.0f}/s bare minimum",
+                f"pipeline takes {one.seconds / one.yardstick_s:.1f}x its time (XREADGROUP+XACK, "
+                "binary COPY of changes, one UPDATE)",
+            )
+        ok = True
+        full = runs[1.0, 1]
+        bytes_per_full = full.table_bytes / max(1, full.snapshot_rows)
+        for (rate, consumers), r in sorted(runs.items()):
+            right = (
+                r.snapshot_rows == r.expected_changes == r.stats.get("changed", 0)
+                and r.market_rows == r.expected_changes * MARKETS
+            )
+            ok &= right
+            if consumers == 1:
+                per_k = 1000 / r.snapshots
+                everything = bytes_per_full * r.snapshots
+                report.row(
+                    f"Postgres writes per 1,000 snapshots, {rate:.0%} change",
+                    f"{(r.snapshot_rows + r.market_rows) * per_k:,.0f} rows inserted, "
+                    f"{r.updated_rows * per_k:,.0f} updated ({r.hot_updates * per_k:,.0f} HOT)",
+                    f"{r.table_bytes * per_k / 1024:,.0f} kB = {r.table_bytes / everything:.0%} of "
+                    f"writing every snapshot ({1 + MARKETS:,}k rows, {bytes_per_full * 1000 / 1024:,.0f} kB)",
+                )
+            say(
+                f"  rows check {rate:.0%}/{consumers}: snapshot rows {r.snapshot_rows}, expected changes "
+                f"{r.expected_changes}, consumer 'changed' {r.stats.get('changed', 0)}, market rows "
+                f"{r.market_rows} -> {'OK' if right else 'MISMATCH'}"
+            )
+        report.row(
+            "Snapshot rows written = changes",
+            "yes" if ok else "NO: see the rows check above",
+            "checked in every run against the simulator's own changes",
+        )
+        half = runs[0.2, 1].per_s / 2
+        say(f"latency at {half:,.0f} snapshots/s ...")
+        p50, p99, n = measures.latency(b, half)
+        report.row(
+            f"Latency XADD to commit+XACK at {half:,.0f}/s (20 % change)",
+            f"p50 {p50} ms",
+            f"p99 {p99} ms over {n:,} entries",
+        )
+        say(f"peak RSS with a {size.rss_backlog:,} entry backlog ...")
+        peak_kb, drain = measures.peak_rss(b, size.rss_backlog)
+        report.row(
+            f"Consumer peak RSS, {size.rss_backlog:,} entry backlog",
+            f"{peak_kb / 1024:,.0f} MB",
+            f"drained at {drain:,.0f}/s (20 % change, trimming on)",
+        )
+    return report
+
+
+def say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
