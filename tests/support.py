@@ -25,6 +25,20 @@ def fail_fast_client(url: str, timeout_s: float = 0.5) -> redis.Redis:
     return client
 
 
+def connection_flags(settings: Settings) -> list[str]:
+    """The command-line flags that point a CLI command at these settings' Redis and keys."""
+    return [
+        "--redis-url",
+        settings.redis_url,
+        "--stream",
+        settings.stream,
+        "--shards",
+        str(settings.shards),
+        "--group",
+        settings.group,
+    ]
+
+
 def backlog(client: redis.Redis, keys: Keys) -> int:
     """Entries our group has not acknowledged; a shard whose group does not exist yet counts whole."""
     total = 0

@@ -16,6 +16,7 @@ from consumer.stream import Outcome, ShardStreams
 from shared.keys import Keys, shard_of
 from shared.settings import Settings
 from shared.wire import Market, Snapshot, encode
+from tests.support import connection_flags
 
 
 @pytest.fixture(autouse=True)
@@ -47,17 +48,7 @@ def dead_letter(
 
 
 def cli(settings: Settings, action: str, *extra: str) -> list[str]:
-    return [
-        "dlq",
-        action,
-        "--redis-url",
-        settings.redis_url,
-        "--stream",
-        settings.stream,
-        "--shards",
-        str(settings.shards),
-        *extra,
-    ]
+    return ["dlq", action, *connection_flags(settings), *extra]
 
 
 def test_list_shows_reason_source_deliveries_and_a_readable_preview(client: redis.Redis, keys: Keys) -> None:

@@ -17,6 +17,7 @@ from consumer.stream import Outcome, ShardStreams
 from shared.keys import Keys
 from shared.settings import Settings
 from shared.trim import trim
+from tests.support import connection_flags
 
 Conn = psycopg.Connection[tuple[object, ...]]
 
@@ -44,20 +45,7 @@ def read(
 
 
 def cli(settings: Settings, *extra: str) -> list[str]:
-    return [
-        "status",
-        "--redis-url",
-        settings.redis_url,
-        "--stream",
-        settings.stream,
-        "--shards",
-        str(settings.shards),
-        "--group",
-        settings.group,
-        "--no-database",
-        "--json",
-        *extra,
-    ]
+    return ["status", *connection_flags(settings), "--no-database", "--json", *extra]
 
 
 @pytest.mark.parametrize("pivot_index", [0, 1, 999, 1000, 1500, 2499, 2500])
