@@ -17,7 +17,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from itertools import chain, repeat
-from operator import attrgetter, itemgetter
+from operator import attrgetter, itemgetter, lt
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
@@ -95,10 +95,6 @@ class Decoded:
 
 def fingerprint(canonical_data: bytes) -> bytes:
     return hashlib.blake2b(canonical_data, digest_size=16).digest()
-
-
-def canonical_data(rows: Iterable[MarketRow]) -> bytes:
-    return _pack(sorted(rows, key=_market_key))
 
 
 def canonical_markets(markets: Iterable[Market]) -> bytes:
@@ -182,44 +178,49 @@ def decode_data(data: bytes) -> Decoded:
     if not isinstance(markets, list):
         raise InvalidEntry(f"data.markets must be a list, not {type(markets).__name__}")
     rows = _well_formed(markets)
-    if rows is None:
+    if rows is not None:
+        keys = list(map(_market_key, rows))
+        # Strictly increasing keys: in canonical order, and no market twice.
+        if all(map(lt, keys, keys[1:])) and _is_canonical(doc, markets, data):
+            return Decoded(fingerprint(data), tuple(rows))
+    else:
         rows = [_checked_market(i, m) for i, m in enumerate(markets)]
     keys = list(map(_market_key, rows))
     ordered_keys = sorted(keys)
     if len(set(keys)) != len(keys):
         twice = next(k for k, after in zip(ordered_keys, ordered_keys[1:]) if k == after)
         raise InvalidEntry(f"market {twice[0]!r} with specifier {twice[1]!r} appears twice")
-    if keys == ordered_keys and _is_canonical(doc, markets, rows, data):
-        return Decoded(fingerprint(data), tuple(rows))
     rows.sort(key=_market_key)
     return Decoded(fingerprint(_pack(rows)), tuple(rows))
 
 
-def _is_canonical(doc: dict[str, Any], markets: list[Any], rows: list[MarketRow], data: bytes) -> bool:
-    """Whether data already is the canonical encoding of rows (always so for this project's producer).
+def _is_canonical(doc: dict[str, Any], markets: list[Any], data: bytes) -> bool:
+    """Whether data already is the canonical encoding of its well-formed markets, which are in order.
 
     Then the raw bytes are fingerprinted as they are, instead of building and packing the canonical form
-    again: given the markets are in order, re-encoding the decoded document reproduces data only when
-    every map is in canonical key order and every value in canonical encoding.
+    again: re-encoding the decoded document reproduces data only when every value has its canonical
+    encoding, and well-formed markets already have their outcomes in order, so what is left to check is
+    the order of each market's keys.
     """
     return (
         len(doc) == 1
-        and list(map(list, markets)) == [_CANONICAL_KEYS] * len(markets)
-        and [list(m["outcomes"]) for m in markets] == [list(r.outcomes) for r in rows]
+        and list(map(tuple, markets)) == [_CANONICAL_KEYS] * len(markets)
         and msgpack.packb(doc, use_bin_type=True) == data
     )
 
 
-_CANONICAL_KEYS = ["market", "specifier", "outcomes"]
+_CANONICAL_KEYS = ("market", "specifier", "outcomes")
 
 
 def _well_formed(markets: list[Any]) -> list[MarketRow] | None:
     """Validate the common, well-formed case in bulk; None when anything is unusual.
 
     Decoding is the consumer's cost for every changed snapshot. Checking market by market costs a few
-    microseconds each, so the common case is checked in a fixed number of builtin passes over all names and
-    odds of the snapshot. Anything unusual (ints as odds, bin strings, a bad value) returns None and takes
-    the detailed path, which accepts and rejects exactly the same inputs and says what is wrong.
+    microseconds each, so the common case is checked in a fixed number of builtin passes over the snapshot.
+    A market's labels (its name, specifier and outcome names in order) repeat from snapshot to snapshot
+    while only the odds move, so labels are checked once and remembered. Anything unusual (ints as odds,
+    bin strings, outcomes out of order, a bad value) returns None and takes the detailed path, which
+    accepts and rejects exactly the same inputs and says what is wrong.
     """
     if not all(map(isinstance, markets, repeat(dict))):
         return None
@@ -229,36 +230,47 @@ def _well_formed(markets: list[Any]) -> list[MarketRow] | None:
         return None
     if not fields:
         return []
-    names, specifiers, outcomes = (list(column) for column in zip(*fields, strict=True))
-    if not (
-        all(map(isinstance, names, repeat(str)))
-        and all(map(isinstance, specifiers, repeat(str)))
-        and all(map(isinstance, outcomes, repeat(dict)))
-        and min(map(len, outcomes)) > 0
-        and min(map(len, names)) > 0
-        and max(map(len, names)) <= MAX_TEXT_CHARS
-        and max(map(len, specifiers)) <= MAX_TEXT_CHARS
-    ):
+    names, specifiers, outcomes = zip(*fields, strict=True)
+    if not all(map(isinstance, outcomes, repeat(dict))):
         return None
-    outcome_names = list(chain.from_iterable(outcomes))
+    outcome_names = list(map(tuple, outcomes))
+    labels = list(zip(names, specifiers, outcome_names))
+    if not all(map(_KNOWN_LABELS.__contains__, labels)) and not all(map(_remember_if_good, labels)):
+        return None
     odds = list(chain.from_iterable(map(dict.values, outcomes)))
     if not (
-        all(map(isinstance, outcome_names, repeat(str)))
-        and min(map(len, outcome_names)) > 0
-        and max(map(len, outcome_names)) <= MAX_TEXT_CHARS
-        and "\x00" not in "".join(names) + "".join(specifiers) + "".join(outcome_names)
-        and all(map(isinstance, odds, repeat(float)))
+        all(map(isinstance, odds, repeat(float)))
         # A NaN or an infinity makes the sum non-finite; finite odds then only need their bounds.
         and math.isfinite(sum(odds))
         and min(odds) >= 1.0
         and max(odds) <= MAX_ODDS
     ):
         return None
-    sorted_names = list(map(sorted, outcomes))
-    # Each market's odds in the order of its sorted names, as nested maps so no Python frame runs per market.
-    lookups = map(getattr, outcomes, repeat("__getitem__"))
-    odds_in_order = map(tuple, map(map, lookups, sorted_names))
-    return list(map(MarketRow, names, specifiers, map(tuple, sorted_names), odds_in_order))
+    return list(map(MarketRow, names, specifiers, outcome_names, map(tuple, map(dict.values, outcomes))))
+
+
+_KNOWN_LABELS: set[tuple[Any, Any, tuple[Any, ...]]] = set()
+_KNOWN_LABELS_LIMIT = 100_000
+
+
+def _remember_if_good(labels: tuple[Any, Any, tuple[Any, ...]]) -> bool:
+    """Whether a market's labels are well-formed, its outcomes non-empty and in order; if so, remember."""
+    market, specifier, outcome_names = labels
+    texts = (market, specifier, *outcome_names)
+    good = (
+        len(outcome_names) > 0
+        and all(map(isinstance, texts, repeat(str)))
+        and 0 < len(market) <= MAX_TEXT_CHARS
+        and max(map(len, texts)) <= MAX_TEXT_CHARS
+        and min(map(len, outcome_names)) > 0
+        and "\x00" not in "".join(texts)
+        and all(map(lt, outcome_names, outcome_names[1:]))
+    )
+    if good:
+        if len(_KNOWN_LABELS) >= _KNOWN_LABELS_LIMIT:
+            _KNOWN_LABELS.clear()  # unusual labels cannot grow it without bound
+        _KNOWN_LABELS.add(labels)
+    return good
 
 
 _MARKET_FIELDS = itemgetter("market", "specifier", "outcomes")
