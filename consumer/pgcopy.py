@@ -1,16 +1,15 @@
 """Postgres binary COPY payloads for the snapshots and markets tables, built with struct.
 
 psycopg's generic write_row adapts every array element in Python and cost more than Postgres' own work
-per changed snapshot. These rows have a fixed shape, so they are packed directly, with the per-element
-work done by C-level builtins.
+per changed snapshot. These rows have a fixed shape, so they are packed directly: everything but the odds
+is packed once per market layout and remembered, and the odds go in with one struct call.
 """
 
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable
-from functools import lru_cache
-from itertools import chain, repeat
+from collections.abc import Callable, Iterable
+from typing import NamedTuple
 
 from shared.wire import MarketRow
 
@@ -65,26 +64,45 @@ def markets_payload(rows: Iterable[tuple[int, tuple[MarketRow, ...]]]) -> bytes:
 
 
 def _market_fields(market: MarketRow) -> bytes:
+    layout = _LAYOUTS.get((market.market, market.specifier, market.outcomes)) or _new_layout(market)
+    args = layout.odds_args.copy()
+    args[_FIRST_ODDS::2] = market.odds
+    return layout.labels + layout.pack_odds(*args)
+
+
+class _Layout(NamedTuple):
+    """What a market's row shares with every other row of the same labels: all but the odds values."""
+
+    labels: bytes  # market, specifier and the outcomes array, length-prefixed, ready to send
+    pack_odds: Callable[..., bytes]  # packs the odds field: its length, array header, each element
+    odds_args: list[float]  # the arguments of pack_odds, with 8 (each element's length) before each odds
+
+
+# The odds field is length, ndim, has-nulls, element type, count, lower bound, then (8, value) per element.
+_FIRST_ODDS = 7
+_LAYOUTS: dict[tuple[str, str, tuple[str, ...]], _Layout] = {}
+_LAYOUT_LIMIT = 10_000
+
+
+def _new_layout(market: MarketRow) -> _Layout:
+    """Build and remember the layout of a market's labels: they repeat endlessly, only odds move."""
+    if len(_LAYOUTS) >= _LAYOUT_LIMIT:
+        _LAYOUTS.clear()  # unusual labels cannot grow it without bound
     n = len(market.outcomes)
     names = b"".join(map(_TEXT.__getitem__, market.outcomes))
-    # Every float8 element is preceded by its length, 8: interleaved by zip/chain rather than a loop.
-    odds = _float_array(n).pack(1, 0, _FLOAT8_OID, n, 1, *chain.from_iterable(zip(repeat(8), market.odds)))
-    return b"".join(
+    labels = b"".join(
         (
             _TEXT[market.market],
             _TEXT[market.specifier],
             _INT4.pack(20 + len(names)),
             _ARRAY_HEADER.pack(1, 0, _TEXT_OID, n, 1),
             names,
-            _INT4.pack(len(odds)),
-            odds,
         )
     )
-
-
-@lru_cache(maxsize=64)
-def _float_array(n: int) -> struct.Struct:
-    return struct.Struct(">iiiii" + "id" * n)
+    header = [20 + 12 * n, 1, 0, _FLOAT8_OID, n, 1]
+    layout = _Layout(labels, struct.Struct(">iiiiii" + "id" * n).pack, [*header, *([8] * (2 * n))])
+    _LAYOUTS[(market.market, market.specifier, market.outcomes)] = layout
+    return layout
 
 
 def _micros(ts_ms: int) -> int:
