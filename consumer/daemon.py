@@ -100,10 +100,7 @@ class Daemon:
             raise classify_redis_error(exc) from exc
 
     def _step_redis(self) -> bool:
-        gained, _ = self.leases.maintain()
-        if gained:
-            self.streams.ensure_groups()
-        self.ready &= self.leases.owned
+        self._maintain_leases()
         shards = {n: NEW if n in self.ready else OWN_HISTORY for n in self.leases.owned}
         per_shard = max(1, self.settings.batch_size // max(1, len(shards)))
         result = self.streams.read(shards, per_shard)
@@ -117,6 +114,18 @@ class Daemon:
         self._trim_if_due()
         self.metrics.refresh(self.leases.owned)
         return bool(result.entries)
+
+    def _maintain_leases(self, force: bool = False) -> None:
+        """Renew and rebalance the leases; a shard lost, even if regained at once, must be taken over anew.
+
+        Its entries may have been read by another consumer meanwhile, so it is ready for new entries only
+        after its history and what others hold pending are dealt with.
+        """
+        gained, lost = self.leases.maintain(force)
+        self.ready -= gained | lost
+        self.ready &= self.leases.owned
+        if gained:
+            self.streams.ensure_groups()
 
     def _take_over(self, n: int) -> None:
         """Claim what a dead consumer left pending on shard n; ready once nobody else holds any of it."""
@@ -156,7 +165,7 @@ class Daemon:
             self._sleep(compute_backoff(attempt, base_s=0.1, cap_s=self._retry_cap_s))
             attempt += 1
             try:
-                self.leases.maintain(force=True)
+                self._maintain_leases(force=True)
             except redis.RedisError:
                 continue
             if {e.stream for e in entries} - {self.keys.shard(n) for n in self.leases.owned}:
