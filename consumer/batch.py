@@ -1,4 +1,9 @@
-"""One batch, from read entries to the Redis bookkeeping after the commit."""
+"""One batch, from read entries to the Redis bookkeeping after the commit.
+
+A batch goes through two stages. `prepare` is CPU work on the consumer's side: parse the entries and decode
+what has probably changed. `commit` is mostly waiting: the Postgres transaction, then the Redis bookkeeping.
+Keeping them apart lets the daemon prepare the next batch while this one commits.
+"""
 
 from __future__ import annotations
 
@@ -21,27 +26,58 @@ class Limits:
     max_deliveries: int
 
 
+@dataclass(frozen=True)
+class PreparedBatch:
+    """A batch parsed and (mostly) decoded; committing it again after a failure needs no new work."""
+
+    entries: list[Entry]
+    parsed: list[Parsed]
+    poison: list[Poison]
+    decode: Decoder
+
+    @property
+    def streams(self) -> set[str]:
+        return {e.stream for e in self.entries}
+
+
 class BatchProcessor:
     def __init__(self, streams: ShardStreams, writer: Writer, limits: Limits) -> None:
         self._streams = streams
         self._writer = writer
         self._limits = limits
 
-    def process(self, entries: list[Entry]) -> Outcome:
+    def prepare(self, entries: list[Entry]) -> PreparedBatch:
+        """Parse the batch and decode, before any transaction opens, what the Redis fingerprints say changed.
+
+        Postgres has the last word (the writer re-plans from locked rows, decoding lazily what it must), but
+        doing the bulk of the decoding here keeps row locks short and overlaps it with the previous commit.
+        """
+        parsed, poison = parse(entries, self._limits.max_entry_bytes, self._limits.max_deliveries)
+        decode = memo_decoder(decode_data)
+        cached = self._streams.fingerprints(sorted({p.feed for p in parsed}))
+        for p in parsed:
+            fp, ts = cached.get(p.feed, (None, -1))
+            if p.digest != fp and p.envelope.ts_ms > ts:
+                try:
+                    decode(p)
+                except InvalidEntry:
+                    pass  # memoised: the plan dead-letters it with this reason
+        return PreparedBatch(entries, parsed, poison, decode)
+
+    def commit(self, batch: PreparedBatch) -> Outcome:
         """Commit the batch to Postgres, then record fingerprints, dead letters and acks in Redis.
 
         Raises Transient when it must be retried; the entries then stay pending and unacknowledged.
         """
+        entries = batch.entries
         outcome = Outcome()
         outcome.count("read", len(entries))
         lost = [e for e in entries if e.fields is None]
         for entry in lost:
             log.error("entry_trimmed_while_pending", stream=entry.stream, entry_id=entry.entry_id.decode())
         outcome.count("lost_trimmed", len(lost))
-        parsed, poison = parse(entries, self._limits.max_entry_bytes, self._limits.max_deliveries)
-        decode = memo_decoder(decode_data)
-        self._decode_likely_changes(parsed, decode)
-        plans, db_poison = self._apply(parsed, decode)
+        poison = list(batch.poison)
+        plans, db_poison = self._apply(batch.parsed, batch.decode)
         for p in plans:
             poison += p.poison
             outcome.fingerprints.update(p.final)
@@ -71,21 +107,6 @@ class BatchProcessor:
         outcome.ack(entries)
         self._streams.finish(outcome)
         return outcome
-
-    def _decode_likely_changes(self, parsed: list[Parsed], decode: Decoder) -> None:
-        """Decode, before the transaction opens, what the Redis fingerprints say has changed.
-
-        Postgres has the last word (the writer re-plans from locked rows, decoding lazily what it must),
-        but doing the bulk of the decoding here keeps row locks short.
-        """
-        cached = self._streams.fingerprints(sorted({p.feed for p in parsed}))
-        for p in parsed:
-            fp, ts = cached.get(p.feed, (None, -1))
-            if p.digest != fp and p.envelope.ts_ms > ts:
-                try:
-                    decode(p)
-                except InvalidEntry:
-                    pass  # memoised: the plan dead-letters it with this reason
 
     def _apply(self, parsed: list[Parsed], decode: Decoder) -> tuple[list[Plan], list[Poison]]:
         """Write the batch; when Postgres rejects some entry's data, split the batch to find it.

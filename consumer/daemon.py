@@ -1,22 +1,28 @@
-"""The consumer daemon's loop: leases, reads, retries, trimming and a graceful stop, in one thread."""
+"""The consumer daemon's loop: leases, reads, retries, trimming and a graceful stop.
+
+The loop runs in the main thread. Each batch's commit (the Postgres transaction, then the Redis bookkeeping)
+runs on a second thread, and while it waits on the servers the loop reads and prepares the next batch.
+Batches still commit one at a time and in the order they were read, so each shard stays in order.
+"""
 
 from __future__ import annotations
 
+import contextvars
 import gc
 import os
 import signal
 import time
+from concurrent.futures import ThreadPoolExecutor
 from types import FrameType
 
 import redis
 import structlog
 
-from consumer.batch import BatchProcessor, Limits
+from consumer.batch import BatchProcessor, Limits, PreparedBatch
 from consumer.errors import Transient, Unavailable, classify_redis_error
 from consumer.leases import Leases
 from consumer.metrics import ConsumerMetrics
-from consumer.plan import Entry
-from consumer.stream import NEW, OWN_HISTORY, ShardStreams
+from consumer.stream import NEW, OWN_HISTORY, Outcome, ReadResult, ShardStreams
 from consumer.writer import Writer
 from shared.backoff import compute_backoff
 from shared.keys import Keys
@@ -45,6 +51,9 @@ class Daemon:
         # A shard becomes ready (read with ">") once our own history there is drained and no other
         # consumer still holds entries of it: reading new entries earlier could reorder a feed.
         self.ready: set[int] = set()
+        # The next batch, read and prepared while the previous one committed; its entries are pending.
+        self.prefetched: PreparedBatch | None = None
+        self._committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="commit")
         self.stopping = False
         self.stop_signal: int | None = None
         self._next_trim = 0.0
@@ -83,6 +92,10 @@ class Daemon:
         log.info(
             "consumer_stopping", signal=signal.Signals(self.stop_signal).name if self.stop_signal else None
         )
+        # The batch in hand includes the one prefetched: finish it too rather than leave it to a reclaim.
+        batch = self._take_prefetched()
+        if batch is not None:
+            self._process(batch)
         self._release()
         if server is not None:
             server.shutdown()
@@ -90,7 +103,10 @@ class Daemon:
         return 0
 
     def step(self) -> bool:
-        """One round: leases, one read, the batch if any, trimming if due. True if entries were processed."""
+        """One round: leases, one batch if any (prefetched or read now), trimming if due.
+
+        True if entries were processed.
+        """
         try:
             return self._step_redis()
         except redis.RedisError as exc:
@@ -101,19 +117,14 @@ class Daemon:
 
     def _step_redis(self) -> bool:
         self._maintain_leases()
-        shards = {n: NEW if n in self.ready else OWN_HISTORY for n in self.leases.owned}
-        per_shard = max(1, self.settings.batch_size // max(1, len(shards)))
-        result = self.streams.read(shards, per_shard)
-        for n in result.lost_leases:
-            self.leases.owned.discard(n)
-            self.ready.discard(n)
-        for n in result.drained_history:
-            self._take_over(n)
-        if result.entries:
-            self._process(result.entries)
+        batch = self._take_prefetched()
+        if batch is None:
+            batch = self._read({n: NEW if n in self.ready else OWN_HISTORY for n in self.leases.owned})
+        if batch is not None:
+            self._process(batch)
         self._trim_if_due()
         self.metrics.refresh(self.leases.owned)
-        return bool(result.entries)
+        return batch is not None
 
     def _maintain_leases(self, force: bool = False) -> None:
         """Renew and rebalance the leases; a shard lost, even if regained at once, must be taken over anew.
@@ -127,6 +138,48 @@ class Daemon:
         if gained:
             self.streams.ensure_groups()
 
+    def _read(self, shards: dict[int, str]) -> PreparedBatch | None:
+        per_shard = max(1, self.settings.batch_size // max(1, len(self.leases.owned)))
+        result: ReadResult = self.streams.read(shards, per_shard)
+        for n in result.lost_leases:
+            self.leases.owned.discard(n)
+            self.ready.discard(n)
+        for n in result.drained_history:
+            self._take_over(n)
+        return self.processor.prepare(result.entries) if result.entries else None
+
+    def _prefetch(self) -> None:
+        """Read and prepare the next batch while the current one commits on the other thread.
+
+        Only when every owned shard is ready: re-reading our own history now would return the very
+        entries that are committing.
+        """
+        if self.stopping or not self.ready or self.ready != self.leases.owned:
+            return
+        try:
+            self.prefetched = self._read(dict.fromkeys(self.ready, NEW))
+        except redis.RedisError as exc:
+            # The read may still have delivered entries into our pending list: re-read our history next.
+            log.warning("prefetch_failed", error=str(exc))
+            self.ready.clear()
+
+    def _take_prefetched(self) -> PreparedBatch | None:
+        """The prefetched batch, if all its shards are still ours and in order to read new entries.
+
+        Otherwise it is dropped: its entries stay in our pending list, and a shard we still hold re-reads
+        them from its history before anything newer, so its feeds stay in order.
+        """
+        batch, self.prefetched = self.prefetched, None
+        if batch is None:
+            return None
+        if batch.streams <= {self.keys.shard(n) for n in self.ready}:
+            return batch
+        self._reread_history_of(batch)
+        return None
+
+    def _reread_history_of(self, batch: PreparedBatch) -> None:
+        self.ready -= {n for n in self.leases.owned if self.keys.shard(n) in batch.streams}
+
     def _take_over(self, n: int) -> None:
         """Claim what a dead consumer left pending on shard n; ready once nobody else holds any of it."""
         claimed, deleted = self.streams.claim_idle(n, self.settings.claim_idle_ms)
@@ -139,7 +192,7 @@ class Daemon:
             self.ready.add(n)
             log.info("shard_ready", shard=n)
 
-    def _process(self, entries: list[Entry]) -> None:
+    def _process(self, batch: PreparedBatch) -> None:
         """Retry the batch until it is committed and acknowledged, or until it is someone else's.
 
         Transient failures never drop the batch. While retrying we keep our leases; if one is lost anyway
@@ -147,11 +200,14 @@ class Daemon:
         """
         attempt = 0
         while True:
+            # The commit thread inherits this thread's log context (stream, group, consumer).
+            commit = self._committer.submit(contextvars.copy_context().run, self._commit, batch)
+            if attempt == 0:
+                self._prefetch()
             try:
-                started = time.monotonic()
-                outcome = self.processor.process(entries)
-                self.metrics.batch_committed(entries, outcome.counts, time.monotonic() - started)
-                log.info("batch_committed", entries=len(entries), **outcome.counts)
+                outcome, seconds = commit.result()
+                self.metrics.batch_committed(batch.entries, outcome.counts, seconds)
+                log.info("batch_committed", entries=len(batch.entries), **outcome.counts)
                 return
             except redis.RedisError as exc:
                 error = classify_redis_error(exc)
@@ -160,7 +216,7 @@ class Daemon:
             log.warning("batch_retrying", cause=error.cause, error=str(error), attempt=attempt)
             self.metrics.retried(error)
             if self.stopping:
-                log.warning("batch_left_pending_for_reclaim", entries=len(entries))
+                log.warning("batch_left_pending_for_reclaim", entries=len(batch.entries))
                 return
             self._sleep(compute_backoff(attempt, base_s=0.1, cap_s=self._retry_cap_s))
             attempt += 1
@@ -168,13 +224,17 @@ class Daemon:
                 self._maintain_leases(force=True)
             except redis.RedisError:
                 continue
-            if {e.stream for e in entries} - {self.keys.shard(n) for n in self.leases.owned}:
-                log.warning("batch_abandoned_lease_lost", entries=len(entries))
+            if batch.streams - {self.keys.shard(n) for n in self.leases.owned}:
+                log.warning("batch_abandoned_lease_lost", entries=len(batch.entries))
                 # The batch's entries on shards we still hold stay in our own pending list. Reading newer
                 # entries there first would make them stale and skip their changes: re-read our history.
-                streams = {e.stream for e in entries}
-                self.ready -= {n for n in self.leases.owned if self.keys.shard(n) in streams}
+                self._reread_history_of(batch)
                 return
+
+    def _commit(self, batch: PreparedBatch) -> tuple[Outcome, float]:
+        started = time.monotonic()
+        outcome = self.processor.commit(batch)
+        return outcome, time.monotonic() - started
 
     def _trim_if_due(self) -> None:
         if time.monotonic() < self._next_trim:
@@ -188,6 +248,7 @@ class Daemon:
             self.leases.release_all()
         except redis.RedisError as exc:
             log.warning("lease_release_failed", error=str(exc))
+        self._committer.shutdown()
         self.writer.discard()
 
     def _sleep(self, seconds: float) -> None:

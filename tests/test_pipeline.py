@@ -11,6 +11,7 @@ import redis
 
 import consumer.batch
 from consumer.daemon import Daemon
+from consumer.errors import Transient
 from producer.publisher import Publisher
 from producer.simulator import SimulationSpec, Simulator
 from shared.keys import Keys, shard_of
@@ -190,6 +191,42 @@ def test_crash_between_commit_and_ack_loses_and_duplicates_nothing(
     # Then the history is exact: nothing lost, nothing written twice
     report = compare(expected_history(published), stored_history(db))
     assert report.ok, report.summary()
+
+
+def test_a_batch_abandoned_with_its_lease_drops_the_newer_batch_read_ahead(
+    settings: Settings, db: Conn, client: redis.Redis
+) -> None:
+    # Given one shard holding six changes of one feed, read two at a time, and a consumer whose first
+    # commit fails while another consumer takes its lease: it gives up that batch with the next one
+    # already read ahead
+    settings = settings.with_(shards=1, batch_size=2)
+    keys = Keys(settings.stream, settings.group, settings.shards)
+    published = [one(2.0 + i / 10, TS + i) for i in range(6)]
+    Publisher.from_settings(settings).publish_cycle(published)
+    first = Daemon(settings)
+    first.streams.ensure_groups()
+    commit = first.processor.commit
+
+    def fail_once_and_lose_the_lease(batch: consumer.batch.PreparedBatch) -> object:
+        first.processor.commit = commit  # type: ignore[method-assign]
+        client.set(keys.lease(0), "other")
+        raise Transient("postgres: connection lost")
+
+    first.processor.commit = fail_once_and_lose_the_lease  # type: ignore[method-assign]
+    for _ in range(20):
+        first.step()
+        if first.leases.owned == set() and first.prefetched is not None:
+            break
+    assert first.prefetched is not None
+    # When the lease comes back to it and it drains
+    client.delete(keys.lease(0))
+    first.leases.maintain(force=True)
+    drain(first)
+    first.writer.discard()
+    # Then the abandoned batch was applied before the one read ahead: no change turned stale
+    report = compare(expected_history(published), stored_history(db))
+    assert report.ok, report.summary()
+    assert count_snapshot_rows(db) == len(published)
 
 
 BAD_ENTRIES = {
