@@ -95,7 +95,10 @@ class Publisher:
         known = self._feeds.get(feed)
         if known is not None:
             stream, markets, data = known
-            if len(markets) == len(snapshot.markets) and all(map(is_, markets, snapshot.markets)):
+            # The same tuple (a scraper that keeps an unchanged book's) needs no look at each market.
+            if markets is snapshot.markets or (
+                len(markets) == len(snapshot.markets) and all(map(is_, markets, snapshot.markets))
+            ):
                 return stream, data
         else:
             if len(self._feeds) >= FEED_CACHE_LIMIT:
