@@ -154,6 +154,10 @@ def collect(client: redis.Redis, keys: Keys, database_url: str | None = None) ->
         if client.exists(stream):
             for group in client.xinfo_groups(stream):
                 shard.groups.append(_group(client, stream, group, shard.length, consumers))
+            if keys.group not in {g.name for g in shard.groups}:
+                # Published before any consumer created the group: consumers will create it from id 0,
+                # so the whole stream is work still to do, not nothing.
+                shard.groups.append(GroupStatus(keys.group, "0-0", shard.length, 0))
             point = safe_trim_point(client, stream)
             if point is not None:
                 shard.trim_point = _format(point)

@@ -63,6 +63,20 @@ def test_count_below_agrees_with_a_full_scan_from_either_side(
     assert counted == len(client.xrange(keys.shard(0), min="-", max="(" + pivot_raw))
 
 
+def test_entries_published_before_any_consumer_are_backlog(
+    client: redis.Redis, keys: Keys, settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given entries in two shards and no consumer group yet: no consumer has ever started
+    published = len(fill(client, keys.shard(0), 30)) + len(fill(client, keys.shard(1), 12))
+    # When status is collected, and asked as a health check with a backlog limit below that
+    backlog = collect(client, keys).backlog
+    code = main(cli(settings, "--max-backlog", str(published - 1)))
+    # Then every entry counts as backlog of our group, and the check fails
+    assert backlog == published
+    assert code == EXIT_UNHEALTHY
+    assert json.loads(capsys.readouterr().out)["backlog"] == published
+
+
 def test_backlog_is_right_after_deletion_and_trimming(client: redis.Redis, keys: Keys) -> None:
     # Given a group that has read part of a long shard, acked some, and entries deleted on both sides
     stream = keys.shard(0)
