@@ -131,7 +131,7 @@ database totals         {row[0] if row else 0:>9}  snapshot rows, {row[1] if row
 {database_name(settings.database_url)}""")
     if not private:
         print(f"""
-try:  psql "{psycopg_url(settings.database_url)}" -c "SELECT * FROM odds_history LIMIT 5"
+try:  psql "{redact(psycopg_url(settings.database_url))}" -c "SELECT * FROM odds_history LIMIT 5"
       .venv/bin/python -m consumer status --stream {settings.stream}""")
 
 
