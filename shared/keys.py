@@ -48,7 +48,3 @@ class Keys:
     @property
     def stats(self) -> str:
         return f"{self.stream}:stats"
-
-    @property
-    def pattern(self) -> str:
-        return f"{self.stream}:*"
