@@ -42,6 +42,9 @@ def classify_db_error(exc: psycopg.Error) -> Exception:
 
 
 def classify_redis_error(exc: redis.RedisError) -> Transient:
+    # redis-py makes a refused password a ConnectionError, but no retry will fix it: a person must act.
+    if isinstance(exc, redis.AuthenticationError):
+        return Unavailable(f"redis: {type(exc).__name__}: {exc}")
     if isinstance(exc, redis.ConnectionError | redis.TimeoutError):
         return Transient(f"redis: {type(exc).__name__}: {exc}")
     if isinstance(exc, redis.ResponseError) and str(exc).startswith(

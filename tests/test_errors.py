@@ -1,0 +1,64 @@
+"""Failure policy: which database and Redis errors are retried, dead-lettered, or retried with an alert."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+import redis
+from psycopg import errors
+
+from consumer.errors import BatchDataError, Transient, Unavailable, classify_db_error, classify_redis_error
+
+
+@pytest.mark.parametrize("sqlstate", ["08006", "08001", "57P01", "57P02", "57P03", "40001", "40P01"])
+def test_connection_loss_shutdown_and_serialization_failures_are_retried(sqlstate: str) -> None:
+    # Given a Postgres error of a kind that heals by itself
+    error = errors.lookup(sqlstate)("boom")
+    # When it is classified
+    policy = classify_db_error(error)
+    # Then the batch is retried, and no person is called
+    assert type(policy) is Transient
+    assert sqlstate in str(policy) or type(error).__name__ in str(policy)
+
+
+def test_a_connection_lost_without_sqlstate_is_retried() -> None:
+    # Given the error psycopg raises when the server went away mid-query (no SQLSTATE at all)
+    error = psycopg.OperationalError("server closed the connection unexpectedly")
+    # When it is classified, then it is retried like any other lost connection
+    assert type(classify_db_error(error)) is Transient
+
+
+@pytest.mark.parametrize("sqlstate", ["22003", "22P02", "23505", "23514"])
+def test_data_and_constraint_errors_dead_letter_the_culprit(sqlstate: str) -> None:
+    # Given Postgres refusing some entry's data (class 22) or a constraint (class 23)
+    policy = classify_db_error(errors.lookup(sqlstate)("boom"))
+    # Then the batch is split to find that entry, and only it is dead-lettered
+    assert isinstance(policy, BatchDataError)
+    assert sqlstate in str(policy)
+
+
+@pytest.mark.parametrize("sqlstate", ["28P01", "53100", "42P01"])
+def test_errors_a_person_must_fix_are_retried_and_flagged(sqlstate: str) -> None:
+    # Given a wrong password, a full disk, or a schema that was never migrated
+    policy = classify_db_error(errors.lookup(sqlstate)("boom"))
+    # Then nothing is dropped or dead-lettered: it is retried, with the cause that alerts a person
+    assert isinstance(policy, Unavailable)
+    assert policy.cause == "unavailable"
+
+
+@pytest.mark.parametrize(
+    ("error", "kind"),
+    [
+        (redis.ConnectionError("refused"), Transient),
+        (redis.TimeoutError("timed out"), Transient),
+        (redis.ResponseError("LOADING Redis is loading the dataset in memory"), Transient),
+        (redis.ResponseError("BUSY Redis is busy running a script"), Transient),
+        (redis.ResponseError("NOPERM this user has no permissions"), Unavailable),
+        (redis.AuthenticationError("invalid password"), Unavailable),
+    ],
+)
+def test_redis_errors_are_retried_and_only_the_hopeless_ones_flagged(
+    error: redis.RedisError, kind: type[Transient]
+) -> None:
+    # When a Redis error is classified, then it is always retried, flagged when a person must act
+    assert type(classify_redis_error(error)) is kind
