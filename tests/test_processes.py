@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import signal
+import socket
 import time
 
 import psycopg
 import redis
 
+from consumer.status import collect
 from producer.publisher import Publisher
 from producer.simulator import SimulationSpec, Simulator
 from shared.keys import Keys
 from shared.settings import Settings
+from shared.wire import Market, Snapshot
 from tests.history import compare, count_snapshot_rows, expected_history, stored_history
 from tests.support import backlog, start_consumer, wait_until_drained
 
@@ -52,7 +55,7 @@ def test_sigkill_of_one_of_two_consumers_keeps_history_exact(
     report = compare(expected_history(published), stored_history(db))
     assert report.ok, report.summary()
     assert count_snapshot_rows(db) == sum(len(r) for r in expected_history(published).values())
-    assert client.xpending(keys.shard(0), keys.group)["pending"] == 0
+    assert sum(client.xpending(keys.shard(n), keys.group)["pending"] for n in range(keys.shards)) == 0
 
 
 def test_sigterm_finishes_the_batch_in_hand_and_exits_zero(
@@ -81,3 +84,40 @@ def test_sigterm_finishes_the_batch_in_hand_and_exits_zero(
     assert pending == 0
     assert not any(client.exists(keys.lease(n)) for n in range(keys.shards))
     assert 0 < backlog(client, keys) < total
+
+
+def test_a_second_signal_exits_at_once_leaving_the_batch_pending(
+    settings: Settings, client: redis.Redis, keys: Keys
+) -> None:
+    # Given a consumer whose batch hangs on a database that accepts connections and never answers
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        port = silent.getsockname()[1]
+        hanging = settings.with_(
+            database_url=f"postgresql://postgres@127.0.0.1:{port}/odds",
+            claim_idle_ms=120_000,
+            db_deadline_s=60,
+        )
+        Publisher.from_settings(hanging).publish(
+            Snapshot("sr:match:1", "bet9ja", TS, (Market("1X2", "", {"1": 2.0, "X": 3.0, "2": 4.0}),))
+        )
+        proc = start_consumer(hanging, "stubborn")
+        try:
+            while backlog(client, keys) and not _pending(client, keys):
+                time.sleep(0.01)
+            # When it gets SIGTERM, which waits for the batch in hand, and then a second SIGTERM
+            proc.send_signal(signal.SIGTERM)
+            time.sleep(0.5)
+            still_running = proc.poll() is None
+            proc.send_signal(signal.SIGTERM)
+            code = proc.wait(timeout=30)
+        finally:
+            proc.kill()
+            proc.wait()
+    # Then the first signal did not end it, the second did, at once, and the entry waits for a reclaim
+    assert still_running
+    assert code == 128 + signal.SIGTERM
+    assert _pending(client, keys) == 1
+
+
+def _pending(client: redis.Redis, keys: Keys) -> int:
+    return sum(c.pending for c in collect(client, keys).consumers)
