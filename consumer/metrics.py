@@ -14,9 +14,8 @@ import redis
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from consumer.plan import Entry
-from consumer.status import count_below
+from shared.backlog import group_backlog
 from shared.keys import Keys
-from shared.trim import stream_id
 
 OUTCOMES = ("changed", "unchanged", "stale", "duplicate", "dead_lettered", "lost_trimmed")
 BATCH_BUCKETS = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000)
@@ -111,21 +110,11 @@ class ConsumerMetrics:
             self.backlog.remove(str(n))
             self.pending.remove(str(n))
         for n in sorted(owned):
-            pending, undelivered = self._shard_backlog(self._keys.shard(n))
+            pending, undelivered = group_backlog(self._client, self._keys.shard(n), self._keys.group)
             self.pending.labels(str(n)).set(pending)
             self.backlog.labels(str(n)).set(pending + undelivered)
         self._shown = owned
         self.owned.set(len(owned))
-
-    def _shard_backlog(self, stream: str) -> tuple[int, int]:
-        length = int(self._client.xlen(stream))
-        for group in self._client.xinfo_groups(stream) if length else []:
-            if group["name"].decode() == self._keys.group:
-                ms, seq = stream_id(group["last-delivered-id"])
-                return int(group["pending"]), max(
-                    0, length - count_below(self._client, stream, (ms, seq + 1), length)
-                )
-        return 0, length
 
 
 def _backend(error: BaseException) -> str:

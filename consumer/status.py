@@ -8,19 +8,16 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any, cast
+from typing import Any
 
 import psycopg
 import redis
 
+from shared.backlog import PAGE, count_below, format_id, undelivered
 from shared.db import psycopg_url
 from shared.keys import Keys
 from shared.logs import redact
 from shared.trim import safe_trim_point, stream_id
-
-StreamId = tuple[int, int]
-RawEntry = tuple[bytes, dict[bytes, bytes]]
-PAGE = 1000
 
 
 @dataclass(frozen=True)
@@ -160,7 +157,7 @@ def collect(client: redis.Redis, keys: Keys, database_url: str | None = None) ->
                 shard.groups.append(GroupStatus(keys.group, "0-0", shard.length, 0))
             point = safe_trim_point(client, stream)
             if point is not None:
-                shard.trim_point = _format(point)
+                shard.trim_point = format_id(point)
                 shard.trimmable = count_below(client, stream, point, shard.length)
         status.shards.append(shard)
     status.consumers = sorted(consumers.values(), key=lambda c: (c.group, c.name))
@@ -185,8 +182,7 @@ def _group(
 ) -> GroupStatus:
     name = _text(info["name"])
     last = stream_id(info["last-delivered-id"])
-    # XINFO's lag goes wrong after XDEL and trimming, so the entries after the last-delivered id are counted.
-    undelivered = max(0, length - count_below(client, stream, (last[0], last[1] + 1), length))
+    behind = undelivered(client, stream, last, length)
     for row in client.xinfo_consumers(stream, name):
         who = _text(row["name"])
         c = consumers.setdefault((name, who), ConsumerStatus(name, who))
@@ -204,30 +200,7 @@ def _group(
         if len(rows) < PAGE:
             break
         start = "(" + _text(rows[-1]["message_id"])
-    return GroupStatus(name, _format(last), undelivered, int(info["pending"]))
-
-
-def count_below(client: redis.Redis, stream: str, pivot: StreamId, length: int) -> int:
-    """How many entries have an id below pivot, reading only the shorter side of it.
-
-    Pages are read from both ends in turn and the first side to run out gives the answer, so the cost is
-    that of the smaller side: a few entries in a healthy stream, however long it is.
-    """
-    if pivot <= (0, 0) or length == 0:
-        return 0
-    below, above = 0, 0
-    low, high, at = "-", "+", _format(pivot)
-    while True:
-        batch = cast(list[RawEntry], client.xrange(stream, min=low, max="(" + at, count=PAGE))
-        below += len(batch)
-        if len(batch) < PAGE:
-            return below
-        low = "(" + batch[-1][0].decode()
-        batch = cast(list[RawEntry], client.xrevrange(stream, max=high, min=at, count=PAGE))
-        above += len(batch)
-        if len(batch) < PAGE:
-            return max(0, length - above)
-        high = "(" + batch[-1][0].decode()
+    return GroupStatus(name, format_id(last), behind, int(info["pending"]))
 
 
 def count_feeds(database_url: str) -> int:
@@ -238,10 +211,6 @@ def count_feeds(database_url: str) -> int:
 
 def _text(raw: Any) -> str:
     return raw.decode() if isinstance(raw, bytes) else str(raw)
-
-
-def _format(point: StreamId) -> str:
-    return f"{point[0]}-{point[1]}"
 
 
 def render(status: Status, limits: Thresholds) -> str:

@@ -17,6 +17,7 @@ from operator import is_
 import redis
 import structlog
 
+from shared.backlog import group_backlog
 from shared.backoff import compute_backoff
 from shared.keys import Keys, shard_of
 from shared.redis_client import connect
@@ -144,20 +145,19 @@ class Publisher:
         return sent
 
     def progress(self) -> dict[str, int]:
-        """What consumers report having done (the group's counters) and the entries still in the stream.
+        """What consumers report having done (the group's counters) and the backlog they still have.
 
-        For progress lines, one round trip; empty while Redis is unreachable.
+        For progress lines; empty while Redis is unreachable.
         """
-        pipe = self._client.pipeline(transaction=False)
-        pipe.hmget(self._keys.stats, ["changed", "unchanged", "dead_lettered"])
-        for stream in self._keys.all_shards():
-            pipe.xlen(stream)
         try:
-            counters, *lengths = pipe.execute()
+            counters = self._client.hmget(self._keys.stats, ["changed", "unchanged", "dead_lettered"])
+            backlog = sum(
+                sum(group_backlog(self._client, s, self._keys.group)) for s in self._keys.all_shards()
+            )
         except (redis.ConnectionError, redis.TimeoutError):
             return {}
         written, confirmed, dead = (int(v or 0) for v in counters)
-        return {"written": written, "confirmed": confirmed, "dead_lettered": dead, "in_stream": sum(lengths)}
+        return {"written": written, "confirmed": confirmed, "dead_lettered": dead, "backlog": backlog}
 
     def _enforce_hard_cap(self) -> None:
         pipe = self._client.pipeline(transaction=False)

@@ -69,7 +69,7 @@ def test_overflow_drops_the_oldest_and_is_counted(server: fakeredis.FakeServer) 
     assert (result.overflowed, result.buffered, pub.total_overflowed) == (2, 4, 2)
 
 
-def test_progress_reports_the_consumers_counters_and_what_is_still_in_the_stream(
+def test_progress_reports_the_consumers_counters_and_their_backlog(
     server: fakeredis.FakeServer,
 ) -> None:
     # Given a published cycle and counters as consumers leave them
@@ -78,8 +78,8 @@ def test_progress_reports_the_consumers_counters_and_what_is_still_in_the_stream
     fakeredis.FakeRedis(server=server).hset(KEYS.stats, mapping={"changed": 4, "unchanged": 2})
     # When progress is asked for
     progress = pub.progress()
-    # Then it shows them, and the entries in the stream's shards
-    assert progress == {"written": 4, "confirmed": 2, "dead_lettered": 0, "in_stream": 7}
+    # Then it shows them, and the backlog: the whole cycle, as no consumer has read any of it
+    assert progress == {"written": 4, "confirmed": 2, "dead_lettered": 0, "backlog": 7}
 
 
 def test_progress_is_empty_while_redis_is_down(server: fakeredis.FakeServer) -> None:

@@ -12,8 +12,9 @@ import structlog
 
 from consumer.__main__ import EXIT_UNHEALTHY, main
 from consumer.plan import Entry, Poison
-from consumer.status import Thresholds, collect, count_below, render
+from consumer.status import Thresholds, collect, render
 from consumer.stream import Outcome, ShardStreams
+from shared.backlog import count_below
 from shared.keys import Keys
 from shared.settings import Settings
 from shared.trim import trim
