@@ -145,20 +145,23 @@ class Writer:
                 ).fetchall()
             ]
             ids_of = list(zip(snapshot_ids, result.inserts, strict=True))
+            # Both payloads are built before their COPY starts: during a COPY the server waits for data,
+            # and there neither statement_timeout nor idle_in_transaction_session_timeout ends a client
+            # that froze meanwhile, so its row locks would outlive the client deadline.
+            snapshot_rows = snapshots_payload(
+                (sid, ids[new.feed], new.captured_at_ms, new.last_confirmed_ms, new.fingerprint)
+                for sid, new in ids_of
+            )
+            market_rows = markets_payload((sid, new.markets) for sid, new in ids_of)
             with conn.cursor().copy(
                 "COPY snapshots (id, feed_id, captured_at, last_confirmed_at, fingerprint) FROM STDIN"
                 " (FORMAT BINARY)"
             ) as copy:
-                copy.write(
-                    snapshots_payload(
-                        (sid, ids[new.feed], new.captured_at_ms, new.last_confirmed_ms, new.fingerprint)
-                        for sid, new in ids_of
-                    )
-                )
+                copy.write(snapshot_rows)
             with conn.cursor().copy(
                 "COPY markets (snapshot_id, market, specifier, outcomes, odds) FROM STDIN (FORMAT BINARY)"
             ) as copy:
-                copy.write(markets_payload((sid, new.markets) for sid, new in ids_of))
+                copy.write(market_rows)
             # Several inserts for one feed in a batch: the last one (newest capture) is current.
             current = {ids[new.feed]: sid for sid, new in ids_of}
             conn.execute(_POINT_FEEDS, (list(current), list(current.values())))
