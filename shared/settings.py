@@ -25,7 +25,9 @@ class Settings:
     shards: int = 4
     group: str = "odds-writers"
     consumer: str = ""
-    batch_size: int = 500
+    # Entries per read, over all owned shards. Each commit waits for a WAL flush, which larger batches share;
+    # two batches are in memory at once (one committing, one read ahead). On 2 cores 1,000 beat 500 and 2,000.
+    batch_size: int = 1000
     # A shard lease lasts this long without renewal; pending entries of a consumer that lost its lease are
     # claimed once idle this long. It must exceed the worst batch, which db_deadline_s bounds.
     claim_idle_ms: int = 30_000
