@@ -242,6 +242,9 @@ class Daemon:
         self._next_trim = time.monotonic() + self.settings.trim_interval_s
         for n in sorted(self.ready):
             trim(self.client, self.keys.shard(n), self.settings.stream_hard_cap, self.keys.stats)
+            removed = self.streams.remove_idle_consumers(n, self.settings.consumer_expiry_ms)
+            if removed:
+                log.info("idle_consumers_removed", shard=n, consumers=removed)
 
     def _release(self) -> None:
         try:

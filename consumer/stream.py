@@ -33,6 +33,14 @@ for i = 1, #KEYS / 2 do
 end
 return out
 """
+# Remove a consumer from the group only while it holds no pending entry: deleting one that does would drop
+# those entries from the group's pending list, and nobody would ever reclaim them. One atomic step, so it
+# cannot gain an entry between the check and the delete.
+_REMOVE_IF_EMPTY = """
+if #redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2]) > 0 then return 0 end
+redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
+return 1
+"""
 NEW = ">"
 OWN_HISTORY = "0"  # re-read our own pending entries: after a crash, or after claiming a dead consumer's
 
@@ -68,6 +76,7 @@ class ShardStreams:
         self._keys = keys
         self.consumer = consumer
         self._read = client.register_script(_READ)
+        self._remove_if_empty = client.register_script(_REMOVE_IF_EMPTY)
 
     def ensure_groups(self) -> None:
         """Create the group on every shard from id 0 (never $, which would skip what is already there)."""
@@ -128,6 +137,22 @@ class ShardStreams:
                 deleted += reply[2]
             if cursor in (b"0-0", "0-0"):
                 return claimed, deleted
+
+    def remove_idle_consumers(self, n: int, min_idle_ms: int) -> list[str]:
+        """Remove from shard n's group the other consumers idle that long that hold nothing pending there.
+
+        Consumer names default to host-pid, so every restart adds one to the group, and stopped ones would
+        be listed for ever. A live consumer removed here loses nothing: its next read on the shard adds it
+        back.
+        """
+        stream, removed = self._keys.shard(n), []
+        for row in self._client.xinfo_consumers(stream, self._keys.group):
+            name = row["name"].decode()
+            if name == self.consumer or int(row["pending"]) or int(row["idle"]) < min_idle_ms:
+                continue
+            if self._remove_if_empty(keys=[stream], args=[self._keys.group, name]):
+                removed.append(name)
+        return removed
 
     def others_pending(self, n: int) -> int:
         summary = self._client.xpending(self._keys.shard(n), self._keys.group)

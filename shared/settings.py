@@ -37,6 +37,8 @@ class Settings:
     # safe point are counted and logged as lost.
     stream_hard_cap: int = 1_000_000
     trim_interval_s: float = 5.0
+    # Other consumers idle this long on a shard, with nothing pending there, are removed from its group.
+    consumer_expiry_ms: int = 3_600_000
     max_entry_bytes: int = 1_048_576
     redis_timeout_s: float = 2.0
     producer_buffer: int = 100_000
