@@ -22,7 +22,7 @@ from consumer.batch import BatchProcessor, Limits, PreparedBatch
 from consumer.errors import Transient, Unavailable, classify_redis_error
 from consumer.leases import Leases
 from consumer.metrics import ConsumerMetrics
-from consumer.stream import NEW, OWN_HISTORY, Outcome, ReadResult, ShardStreams
+from consumer.stream import NEW, OWN_HISTORY, Outcome, ShardStreams
 from consumer.writer import Writer
 from shared.backoff import compute_backoff
 from shared.keys import Keys
@@ -140,7 +140,7 @@ class Daemon:
 
     def _read(self, shards: dict[int, str]) -> PreparedBatch | None:
         per_shard = max(1, self.settings.batch_size // max(1, len(self.leases.owned)))
-        result: ReadResult = self.streams.read(shards, per_shard)
+        result = self.streams.read(shards, per_shard)
         for n in result.lost_leases:
             self.leases.owned.discard(n)
             self.ready.discard(n)
