@@ -231,7 +231,12 @@ def _well_formed(markets: list[Any]) -> list[MarketRow] | None:
     if not fields:
         return []
     names, specifiers, outcomes = zip(*fields, strict=True)
-    if not all(map(isinstance, outcomes, repeat(dict))):
+    # Types first: a list or a map as a name would not even hash for the look-up below.
+    if not (
+        all(map(isinstance, names, repeat(str)))
+        and all(map(isinstance, specifiers, repeat(str)))
+        and all(map(isinstance, outcomes, repeat(dict)))
+    ):
         return None
     outcome_names = list(map(tuple, outcomes))
     labels = list(zip(names, specifiers, outcome_names))

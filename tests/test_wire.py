@@ -117,6 +117,14 @@ def test_unknown_fields_are_ignored() -> None:
             msgpack.packb({"markets": [{"market": 7, "specifier": "", "outcomes": {"1": 2.0}}]}),
             "must be a string",
         ),
+        (
+            msgpack.packb({"markets": [{"market": ["1X2"], "specifier": "", "outcomes": {"1": 2.0}}]}),
+            "market must be a string, not list",
+        ),
+        (
+            msgpack.packb({"markets": [{"market": "1X2", "specifier": {"t": 1}, "outcomes": {"1": 2.0}}]}),
+            "specifier must be a string, not dict",
+        ),
         (msgpack.packb({"markets": [{"market": "1X2", "specifier": "", "outcomes": {}}]}), "non-empty map"),
         (
             msgpack.packb({"markets": [{"market": "1X2", "specifier": "", "outcomes": {"1": math.nan}}]}),
