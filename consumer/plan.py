@@ -143,7 +143,12 @@ def _plan_feed(feed: str, items: list[Parsed], state: FeedState, decode: Decoder
 
 
 def memo_decoder(decode_data: Callable[[bytes], Decoded]) -> Decoder:
-    """Decode each distinct data payload once, however many entries of the batch carry it."""
+    """Decode each distinct data payload once, however many entries of the batch carry it.
+
+    Any other exception from decoding is a decoder bug that this payload triggers. It is turned into the
+    entry's dead-letter reason: the daemon must not crash on input, and would crash again on every
+    redelivery of the same entry.
+    """
     seen: dict[bytes, Decoded | InvalidEntry] = {}
 
     def decode(p: Parsed) -> Decoded:
@@ -153,6 +158,8 @@ def memo_decoder(decode_data: Callable[[bytes], Decoded]) -> Decoder:
                 outcome = decode_data(p.envelope.data)
             except InvalidEntry as exc:
                 outcome = exc
+            except Exception as exc:
+                outcome = InvalidEntry(f"data could not be decoded: {type(exc).__name__}: {exc}")
             seen[p.digest] = outcome
         if isinstance(outcome, InvalidEntry):
             raise outcome

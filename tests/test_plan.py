@@ -81,6 +81,23 @@ def test_undecodable_data_is_poison_and_does_not_move_the_state() -> None:
     assert [s.captured_at_ms for s in result.inserts] == [TS, TS + 2]
 
 
+def test_a_decoder_that_breaks_on_some_data_dead_letters_that_entry_only() -> None:
+    # Given a decoder with a bug that one payload triggers, among good entries of other feeds
+    good, odd = parsed(entry(2.0, TS, event="e1"), entry(3.0, TS, event="e2"))
+
+    def buggy(data: bytes) -> Decoded:
+        if data == odd.envelope.data:
+            raise TypeError("unhashable type: 'list'")
+        return decode_data(data)
+
+    # When planned
+    result = plan([good, odd], {}, memo_decoder(buggy))
+    # Then that entry is poison with the error as its reason, and the other one is written
+    assert [p.entry for p in result.poison] == [odd.entry]
+    assert "TypeError: unhashable type" in result.poison[0].reason
+    assert [s.feed for s in result.inserts] == [good.feed]
+
+
 def test_final_state_per_feed_is_the_newest_applied() -> None:
     items = parsed(entry(2.0, TS), entry(3.0, TS + 1, event="e2"), entry(2.5, TS + 2))
     result = plan(items, {}, memo_decoder(decode_data))
