@@ -12,18 +12,18 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 from itertools import islice
-from operator import is_
 
 import redis
 import structlog
 
+from producer.encoding import FeedEncoding
 from shared.backlog import group_backlog
 from shared.backoff import compute_backoff
 from shared.keys import Keys, shard_of
 from shared.redis_client import connect
 from shared.settings import Settings
 from shared.trim import trim
-from shared.wire import Market, Snapshot, canonical_markets, envelope_fields
+from shared.wire import Snapshot, envelope_fields
 
 log = structlog.get_logger(__name__)
 
@@ -51,7 +51,7 @@ class Publisher:
         self._failures = 0
         self._retry_at = 0.0
         self.total_published = 0
-        self._feeds: dict[tuple[str, str], tuple[str, tuple[Market, ...], bytes]] = {}
+        self._feeds: dict[tuple[str, str], tuple[str, FeedEncoding]] = {}
         self.total_overflowed = 0
 
     @classmethod
@@ -86,28 +86,21 @@ class Publisher:
         return PublishResult(published, len(self._buffer), overflowed)
 
     def _encoded(self, snapshot: Snapshot) -> tuple[str, bytes]:
-        """The feed's shard stream and the snapshot's canonical data.
-
-        Markets are immutable, so when a feed's snapshot carries the very same Market objects as its last
-        one (a scraper that keeps an unchanged book's markets, as the simulator does), the data encoded
-        then is reused: no sort, no concatenation.
-        """
+        """The feed's shard stream and the snapshot's canonical data, from the feed's last encoding."""
         feed = (snapshot.event, snapshot.bookmaker)
         known = self._feeds.get(feed)
-        if known is not None:
-            stream, markets, data = known
-            # The same tuple (a scraper that keeps an unchanged book's) needs no look at each market.
-            if markets is snapshot.markets or (
-                len(markets) == len(snapshot.markets) and all(map(is_, markets, snapshot.markets))
-            ):
-                return stream, data
-        else:
+        if known is None:
             if len(self._feeds) >= FEED_CACHE_LIMIT:
                 self._feeds.clear()  # feeds of finished events must not pile up in a long-running scraper
             stream = self._keys.shard(shard_of(*feed, self._keys.shards))
-        data = canonical_markets(snapshot.markets)
-        self._feeds[feed] = (stream, snapshot.markets, data)
-        return stream, data
+            encoding = FeedEncoding.of(snapshot.markets)
+        else:
+            stream, previous = known
+            encoding = previous.next(snapshot.markets)
+            if encoding is previous:
+                return stream, encoding.data
+        self._feeds[feed] = (stream, encoding)
+        return stream, encoding.data
 
     def flush(self) -> int:
         """Send what is buffered; returns how many entries reached Redis."""
