@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from itertools import accumulate, compress, pairwise
 from operator import attrgetter, is_not
 
-from shared.wire import Market, canonical_markets
+from shared.wire import Market, packed_in_order
 
 _market_key = attrgetter("market", "specifier")
 
@@ -26,10 +26,10 @@ class FeedEncoding:
 
     @classmethod
     def of(cls, markets: tuple[Market, ...]) -> FeedEncoding:
-        data = canonical_markets(markets)
         keys = list(map(_market_key, markets))
         # Stable, as canonical_markets' sort is, so markets with equal keys keep their relative order.
         order = sorted(range(len(markets)), key=keys.__getitem__)
+        data = packed_in_order([markets[i] for i in order])
         lengths = [len(markets[i].packed) for i in order]
         start = len(data) - sum(lengths)  # the document's header: {"markets": [ with the array length
         ranks = tuple(sorted(range(len(order)), key=order.__getitem__))

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import chain, repeat
 from operator import attrgetter, itemgetter, lt
@@ -99,7 +99,11 @@ def fingerprint(canonical_data: bytes) -> bytes:
 
 def canonical_markets(markets: Iterable[Market]) -> bytes:
     """The canonical data of a snapshot's markets, from each market's memoised encoding."""
-    ordered = sorted(markets, key=_market_key)
+    return packed_in_order(sorted(markets, key=_market_key))
+
+
+def packed_in_order(ordered: Sequence[Market]) -> bytes:
+    """The data of markets already in canonical order."""
     return _DATA_PREFIX + _array_header(len(ordered)) + b"".join(map(_packed, ordered))
 
 
