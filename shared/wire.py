@@ -182,14 +182,13 @@ def decode_data(data: bytes) -> Decoded:
     if not isinstance(markets, list):
         raise InvalidEntry(f"data.markets must be a list, not {type(markets).__name__}")
     rows = _well_formed(markets)
-    if rows is not None:
-        keys = list(map(_market_key, rows))
-        # Strictly increasing keys: in canonical order, and no market twice.
-        if all(map(lt, keys, keys[1:])) and _is_canonical(doc, markets, data):
-            return Decoded(fingerprint(data), tuple(rows))
-    else:
+    well_formed = rows is not None
+    if rows is None:
         rows = [_checked_market(i, m) for i, m in enumerate(markets)]
     keys = list(map(_market_key, rows))
+    # Strictly increasing keys: in canonical order, and no market twice.
+    if well_formed and all(map(lt, keys, keys[1:])) and _is_canonical(doc, markets, data):
+        return Decoded(fingerprint(data), tuple(rows))
     ordered_keys = sorted(keys)
     if len(set(keys)) != len(keys):
         twice = next(k for k, after in zip(ordered_keys, ordered_keys[1:]) if k == after)
