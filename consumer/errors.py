@@ -9,6 +9,8 @@ from __future__ import annotations
 import psycopg
 import redis
 
+from shared.redis_errors import Condition, condition, describe
+
 
 class Transient(Exception):
     """The batch could not be finished now; retry it with backoff. Never dropped, never dead-lettered."""
@@ -42,13 +44,10 @@ def classify_db_error(exc: psycopg.Error) -> Exception:
 
 
 def classify_redis_error(exc: redis.RedisError) -> Transient:
-    # redis-py makes a refused password a ConnectionError, but no retry will fix it: a person must act.
-    if isinstance(exc, redis.AuthenticationError):
-        return Unavailable(f"redis: {type(exc).__name__}: {exc}")
-    if isinstance(exc, redis.ConnectionError | redis.TimeoutError):
-        return Transient(f"redis: {type(exc).__name__}: {exc}")
-    if isinstance(exc, redis.ResponseError) and str(exc).startswith(
-        ("LOADING", "BUSY", "TRYAGAIN", "MASTERDOWN")
-    ):
-        return Transient(f"redis: {exc}")
-    return Unavailable(f"redis: {type(exc).__name__}: {exc}")
+    """Every Redis failure is retried; only a connection that comes back by itself is merely transient.
+
+    A full Redis, a demoted master, failing persistence or refused credentials all need a person.
+    """
+    if condition(exc) is Condition.UNREACHABLE:
+        return Transient(describe(exc))
+    return Unavailable(describe(exc))
