@@ -21,11 +21,13 @@ import structlog
 from consumer.batch import BatchProcessor, Limits, PreparedBatch
 from consumer.errors import Transient, Unavailable, classify_redis_error
 from consumer.leases import Leases
+from consumer.memory_watch import MemoryWatch
 from consumer.metrics import ConsumerMetrics
 from consumer.stream import NEW, OWN_HISTORY, Outcome, ShardStreams
+from consumer.sweep import FingerprintSweep
 from consumer.writer import Writer
 from shared.backoff import compute_backoff
-from shared.keys import Keys
+from shared.memory import eviction_risk, read_memory
 from shared.redis_client import connect
 from shared.settings import Settings
 from shared.trim import trim
@@ -37,7 +39,7 @@ class Daemon:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.name = settings.consumer_name
-        self.keys = Keys(settings.stream, settings.group, settings.shards)
+        self.keys = settings.keys
         self.client = connect(settings.redis_url, settings.redis_timeout_s)
         self.streams = ShardStreams(self.client, self.keys, self.name)
         self.leases = Leases(self.client, self.keys, self.name, settings.claim_idle_ms)
@@ -47,7 +49,9 @@ class Daemon:
         self.processor = BatchProcessor(
             self.streams, self.writer, Limits(settings.max_entry_bytes, settings.max_deliveries)
         )
-        self.metrics = ConsumerMetrics(self.client, self.keys)
+        self.memory = MemoryWatch(self.client, self.streams)
+        self.metrics = ConsumerMetrics(self.client, self.keys, self.memory)
+        self.sweep = FingerprintSweep(self.client, self.keys, settings.fingerprint_expiry_s)
         # A shard becomes ready (read with ">") once our own history there is drained and no other
         # consumer still holds entries of it: reading new entries earlier could reorder a feed.
         self.ready: set[int] = set()
@@ -75,6 +79,7 @@ class Daemon:
             shards=self.settings.shards,
             metrics_port=self.settings.metrics_port,
         )
+        self._check_memory_policy()
         server = self.metrics.serve(self.settings.metrics_port) if self.settings.metrics_port else None
         failures = 0
         while not self.stopping:
@@ -102,6 +107,22 @@ class Daemon:
         log.info("consumer_stopped")
         return 0
 
+    def _check_memory_policy(self) -> None:
+        """Say at start whether Redis could evict what the pipeline needs, and how full it is."""
+        try:
+            memory = read_memory(self.client)
+        except redis.RedisError as exc:
+            log.warning("redis_memory_unknown", error=str(exc))
+            return
+        risk = eviction_risk(memory)
+        (log.error if risk else log.info)(
+            "redis_memory_checked",
+            used_bytes=memory.used_bytes,
+            max_bytes=memory.max_bytes,
+            policy=memory.policy,
+            **({"risk": risk} if risk else {}),
+        )
+
     def step(self) -> bool:
         """One round: leases, one batch if any (prefetched or read now), trimming if due.
 
@@ -123,6 +144,7 @@ class Daemon:
         if batch is not None:
             self._process(batch)
         self._trim_if_due()
+        self.memory.sample()
         self.metrics.refresh(self.leases.owned)
         return batch is not None
 
@@ -185,7 +207,7 @@ class Daemon:
         claimed, deleted = self.streams.claim_idle(n, self.settings.claim_idle_ms)
         if deleted:
             log.error("pending_entries_trimmed_before_reclaim", shard=n, lost=len(deleted))
-            self.client.hincrby(self.keys.stats, "lost_trimmed", len(deleted))
+            self.streams.record_stats({"lost_trimmed": len(deleted)})
         if claimed:
             log.info("entries_reclaimed", shard=n, count=claimed)
         elif self.streams.others_pending(n) == 0:
@@ -222,6 +244,7 @@ class Daemon:
             attempt += 1
             try:
                 self._maintain_leases(force=True)
+                self.memory.sample()  # an outage is when Redis fills: keep the estimate current
             except redis.RedisError:
                 continue
             if batch.streams - {self.keys.shard(n) for n in self.leases.owned}:
@@ -241,10 +264,17 @@ class Daemon:
             return
         self._next_trim = time.monotonic() + self.settings.trim_interval_s
         for n in sorted(self.ready):
-            trim(self.client, self.keys.shard(n), self.settings.stream_hard_cap, self.keys.stats)
+            forced = trim(self.client, self.keys.shard(n), self.settings.stream_hard_cap).forced
+            if forced:
+                self.streams.record_stats({"forced_trimmed": forced})
             removed = self.streams.remove_idle_consumers(n, self.settings.consumer_expiry_ms)
             if removed:
                 log.info("idle_consumers_removed", shard=n, consumers=removed)
+        # One hash for all shards, swept by whoever owns shard 0.
+        if 0 in self.ready:
+            expired = self.sweep.step()
+            if expired:
+                log.info("fingerprints_expired", count=expired, after_s=self.settings.fingerprint_expiry_s)
 
     def _release(self) -> None:
         try:

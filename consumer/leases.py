@@ -15,28 +15,10 @@ import time
 import redis
 import structlog
 
+from consumer.scripts import load
 from shared.keys import Keys
 
 log = structlog.get_logger(__name__)
-
-# Take the lease if it is free or already ours: a consumer restarted under the same name resumes its shards
-# at once instead of waiting for its own old lease to expire.
-_ACQUIRE = """
-local holder = redis.call('GET', KEYS[1])
-if holder == false or holder == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return 1
-end
-return 0
-"""
-_RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return 0
-"""
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
 
 
 class Leases:
@@ -45,9 +27,10 @@ class Leases:
         self._keys = keys
         self._name = name
         self._ttl_ms = ttl_ms
-        self._acquire = client.register_script(_ACQUIRE)
-        self._renew = client.register_script(_RENEW)
-        self._release = client.register_script(_RELEASE)
+        self._acquire = load(client, "acquire")
+        self._renew = load(client, "renew")
+        self._release = load(client, "release")
+        self._heartbeat_script = load(client, "heartbeat")
         self.owned: set[int] = set()
         self._next_maintenance = 0.0
 
@@ -96,12 +79,7 @@ class Leases:
     def release_all(self) -> None:
         for n in list(self.owned):
             self.release(n)
-        self._client.zrem(self._keys.members, self._name)
+        self._client.zrem(self._keys.members, self._name)  # ZREM frees memory: allowed on a full Redis
 
     def _heartbeat(self) -> int:
-        now_ms = int(time.time() * 1000)
-        pipe = self._client.pipeline(transaction=False)
-        pipe.zadd(self._keys.members, {self._name: now_ms})
-        pipe.zremrangebyscore(self._keys.members, "-inf", now_ms - self._ttl_ms)
-        pipe.zcard(self._keys.members)
-        return int(pipe.execute()[2])
+        return int(self._heartbeat_script(keys=[self._keys.members], args=[self._name, self._ttl_ms]))

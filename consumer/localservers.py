@@ -14,6 +14,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Mapping
 from types import TracebackType
 from typing import IO, Self
 
@@ -158,12 +159,17 @@ class RedisServer(_Server):
     """
 
     def __init__(
-        self, workdir: pathlib.Path, port: int | None = None, appendfsync: str | None = None
+        self,
+        workdir: pathlib.Path,
+        port: int | None = None,
+        appendfsync: str | None = None,
+        config: Mapping[str, str] | None = None,
     ) -> None:
         if appendfsync not in (None, "always", "everysec", "no"):
             raise ValueError(f"unsupported appendfsync policy: {appendfsync!r}")
         self.port: int = port if port is not None else free_port()
         self._appendfsync = appendfsync
+        self._config = dict(config or {})  # more redis-server options, such as maxmemory
         self._dir = pathlib.Path(workdir) / f"redis-{self.port}"
         self._log_path = pathlib.Path(workdir) / f"redis-{self.port}.log"
         self._proc: subprocess.Popen[bytes] | None = None
@@ -184,6 +190,8 @@ class RedisServer(_Server):
             cmd += ["--appendonly", "no"]
         else:
             cmd += ["--appendonly", "yes", "--appendfsync", self._appendfsync]
+        for name, value in self._config.items():
+            cmd += [f"--{name}", value]
         return cmd
 
     def start(self) -> None:

@@ -13,6 +13,7 @@ import psycopg
 import redis
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from consumer.memory_watch import MemoryWatch
 from consumer.plan import Entry
 from shared.backlog import group_backlog
 from shared.keys import Keys
@@ -23,10 +24,11 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
 
 
 class ConsumerMetrics:
-    def __init__(self, client: redis.Redis, keys: Keys, refresh_s: float = 5.0) -> None:
+    def __init__(self, client: redis.Redis, keys: Keys, memory: MemoryWatch, refresh_s: float = 5.0) -> None:
         self.registry = CollectorRegistry()
         self._client = client
         self._keys = keys
+        self._memory = memory
         self._refresh_s = refresh_s
         self._next_refresh = 0.0
         self._shown: set[int] = set()
@@ -72,6 +74,28 @@ class ConsumerMetrics:
         self.last_commit = Gauge(
             "odds_consumer_last_commit_timestamp_seconds", "Time of the last commit", registry=r
         )
+        # Redis-wide, so every consumer reports the same values: aggregate them with max(), not sum().
+        self.redis_used = Gauge("odds_redis_used_memory_bytes", "Memory Redis uses", registry=r)
+        self.redis_max = Gauge("odds_redis_max_memory_bytes", "Redis maxmemory; 0 is no limit", registry=r)
+        self.redis_growth = Gauge(
+            "odds_redis_memory_growth_bytes_per_second",
+            "Growth of Redis memory, smoothed over about a minute",
+            registry=r,
+        )
+        self.redis_full_in = Gauge(
+            "odds_redis_memory_full_in_seconds",
+            "Time until Redis reaches maxmemory at the current growth; +Inf when not growing or unlimited",
+            registry=r,
+        )
+        self.redis_policy = Gauge(
+            "odds_redis_maxmemory_policy",
+            "1 for Redis's current maxmemory-policy; anything but noeviction can evict pipeline keys",
+            ["policy"],
+            registry=r,
+        )
+        self.stream_memory = Gauge(
+            "odds_redis_stream_memory_bytes", "Memory of an owned shard's stream", ["shard"], registry=r
+        )
         for outcome in OUTCOMES:
             self.outcomes.labels(outcome)  # present at zero, so rate() works from the first scrape
 
@@ -107,14 +131,24 @@ class ConsumerMetrics:
         owned = set(owned)
         for n in self._shown - owned:
             # Another consumer reports this shard now; a stale series here would count it twice.
-            self.backlog.remove(str(n))
-            self.pending.remove(str(n))
+            for gauge in (self.backlog, self.pending, self.stream_memory):
+                gauge.remove(str(n))
         for n in sorted(owned):
-            pending, undelivered = group_backlog(self._client, self._keys.shard(n), self._keys.group)
+            stream = self._keys.shard(n)
+            pending, undelivered = group_backlog(self._client, stream, self._keys.group)
             self.pending.labels(str(n)).set(pending)
             self.backlog.labels(str(n)).set(pending + undelivered)
+            self.stream_memory.labels(str(n)).set(self._client.memory_usage(stream) or 0)
         self._shown = owned
         self.owned.set(len(owned))
+        memory = self._memory.last
+        if memory is not None:
+            self.redis_used.set(memory.used_bytes)
+            self.redis_max.set(memory.max_bytes)
+            self.redis_growth.set(self._memory.growth.bytes_per_s)
+            self.redis_full_in.set(self._memory.growth.seconds_until(memory))
+            self.redis_policy.clear()
+            self.redis_policy.labels(memory.policy).set(1)
 
 
 def _backend(error: BaseException) -> str:

@@ -5,19 +5,24 @@ Everything here is read-only, so it is safe to run against a live pipeline as of
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import psycopg
 import redis
 
-from shared.backlog import PAGE, count_below, format_id, undelivered
+from consumer.memory_watch import GROWTH_FIELD, SAMPLED_FIELD
+from shared.backlog import PAGE, RawEntry, count_below, format_id, undelivered
 from shared.db import psycopg_url
 from shared.keys import Keys
 from shared.logs import redact
+from shared.memory import Growth, RedisMemory, eviction_risk, read_memory
 from shared.trim import safe_trim_point, stream_id
+
+GROWTH_FRESH_MS = 60_000  # a growth estimate older than this says nothing about now
 
 
 @dataclass(frozen=True)
@@ -32,17 +37,25 @@ class Thresholds:
     max_dead_letters: int = 0
     # Consumers silent this long are listed as idle; informational, since stopped ones stay in the group.
     idle_ms: int = 300_000
+    # Work waiting this long with no commit at all means the consumers are stuck (or none is running).
+    max_commit_age_ms: int = 120_000
+    # The producers' high-water mark (ODDS_PRODUCER_HIGH_WATER): past it they hold entries back.
+    high_water: float = 0.8
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: int | None) -> Thresholds:
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, **overrides: float | int | None
+    ) -> Thresholds:
         env = os.environ if environ is None else environ
-        values: dict[str, int] = {}
-        for name in ("max_backlog", "max_pending_age_ms", "max_dead_letters", "idle_ms"):
+        values: dict[str, float | int] = {}
+        for name in ("max_backlog", "max_pending_age_ms", "max_dead_letters", "idle_ms", "max_commit_age_ms"):
             raw = env.get(f"ODDS_STATUS_{name.upper()}")
             if raw is not None:
                 values[name] = int(raw)
+        if "ODDS_PRODUCER_HIGH_WATER" in env:
+            values["high_water"] = float(env["ODDS_PRODUCER_HIGH_WATER"])
         values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)
+        return cls(**values)  # type: ignore[arg-type]
 
 
 @dataclass
@@ -51,6 +64,7 @@ class GroupStatus:
     last_delivered_id: str
     undelivered: int  # entries after the group's last-delivered id: not yet read by any consumer
     pending: int  # delivered but not acknowledged
+    oldest_ms: int | None = None  # when the oldest entry still to do was added (its id's time)
 
     @property
     def backlog(self) -> int:
@@ -88,6 +102,10 @@ class Status:
     last_commit_ms: int | None = None
     now_ms: int = 0  # Redis's clock, so ages do not depend on this host's
     counters: dict[str, int] = field(default_factory=dict)
+    memory: RedisMemory | None = None
+    stream_bytes: int = 0  # memory of all shard streams
+    # Memory growth as consumers last sampled it; None when no consumer sampled in the last minute.
+    memory_growth_bytes_per_s: float | None = None
 
     @property
     def backlog(self) -> int:
@@ -100,6 +118,21 @@ class Status:
     @property
     def last_commit_age_ms(self) -> int | None:
         return None if self.last_commit_ms is None else max(0, self.now_ms - self.last_commit_ms)
+
+    @property
+    def oldest_work_age_ms(self) -> int | None:
+        """How long the oldest entry still to do has waited; None when there is nothing to do."""
+        oldest = [g.oldest_ms for s in self.shards for g in s.groups if g.backlog and g.oldest_ms is not None]
+        return max(0, self.now_ms - min(oldest)) if oldest else None
+
+    @property
+    def memory_full_in_s(self) -> float | None:
+        """Seconds until maxmemory at the sampled growth; None unknown, infinite when not growing."""
+        if self.memory is None or self.memory_growth_bytes_per_s is None:
+            return None
+        growth = Growth()
+        growth.bytes_per_s = self.memory_growth_bytes_per_s
+        return growth.seconds_until(self.memory)
 
     def problems(self, limits: Thresholds) -> list[str]:
         """The thresholds this status crosses, in words; empty when healthy."""
@@ -114,6 +147,25 @@ class Status:
                 )
         if self.dead_letters > limits.max_dead_letters:
             found.append(f"{self.dead_letters} dead letters, over {limits.max_dead_letters}")
+        waited, since = self.oldest_work_age_ms, self.last_commit_age_ms
+        if (
+            waited is not None
+            and waited > limits.max_commit_age_ms
+            and (since is None or since > limits.max_commit_age_ms)
+        ):
+            found.append(
+                f"backlog {self.backlog} waits for {duration(waited)} with "
+                + ("no commit ever" if since is None else f"no commit for {duration(since)}")
+            )
+        memory = self.memory
+        if memory is not None:
+            if memory.over(limits.high_water):
+                found.append(
+                    f"Redis uses {memory.share:.0%} of maxmemory, over the producers' high-water mark of "
+                    f"{limits.high_water:.0%}: producers hold entries back"
+                )
+            if (risk := eviction_risk(memory)) is not None:
+                found.append(risk)
         return found
 
     def as_dict(self, limits: Thresholds | None = None) -> dict[str, Any]:
@@ -134,6 +186,10 @@ class Status:
             "backlog": self.backlog,
             "fingerprint_coverage": self.fingerprint_coverage,
             "last_commit_age_ms": self.last_commit_age_ms,
+            "oldest_work_age_ms": self.oldest_work_age_ms,
+            "memory_full_in_s": _finite(self.memory_full_in_s),
+            "memory_share": self.memory.share if self.memory else None,
+            "keys_at_risk": list(self.memory.keys_at_risk) if self.memory else [],
             "thresholds": asdict(limits),
             "problems": problems,
             "healthy": not problems,
@@ -155,6 +211,8 @@ def collect(client: redis.Redis, keys: Keys, database_url: str | None = None) ->
                 # Published before any consumer created the group: consumers will create it from id 0,
                 # so the whole stream is work still to do, not nothing.
                 shard.groups.append(GroupStatus(keys.group, "0-0", shard.length, 0))
+            shard_memory = client.memory_usage(stream)
+            status.stream_bytes += int(shard_memory or 0)
             point = safe_trim_point(client, stream)
             if point is not None:
                 shard.trim_point = format_id(point)
@@ -165,6 +223,11 @@ def collect(client: redis.Redis, keys: Keys, database_url: str | None = None) ->
     status.fingerprints = int(client.hlen(keys.fingerprints))
     status.counters = {_text(k): int(v) for k, v in client.hgetall(keys.stats).items()}
     status.last_commit_ms = status.counters.pop("last_commit_ms", None)
+    status.memory = read_memory(client)
+    growth = status.counters.pop(GROWTH_FIELD, None)
+    sampled = status.counters.pop(SAMPLED_FIELD, None)
+    if growth is not None and sampled is not None and status.now_ms - sampled <= GROWTH_FRESH_MS:
+        status.memory_growth_bytes_per_s = float(growth)
     if database_url:
         try:
             status.feeds = count_feeds(database_url)
@@ -188,9 +251,11 @@ def _group(
         c = consumers.setdefault((name, who), ConsumerStatus(name, who))
         idle = int(row["idle"])
         c.idle_ms = idle if c.idle_ms is None else min(c.idle_ms, idle)
-    start = "-"
+    start, oldest = "-", None
     while True:
         rows = client.xpending_range(stream, name, min=start, max="+", count=PAGE)
+        if rows and oldest is None:
+            oldest = stream_id(_text(rows[0]["message_id"]))[0]
         for row in rows:
             who = _text(row["consumer"])
             c = consumers.setdefault((name, who), ConsumerStatus(name, who))
@@ -200,13 +265,22 @@ def _group(
         if len(rows) < PAGE:
             break
         start = "(" + _text(rows[-1]["message_id"])
-    return GroupStatus(name, format_id(last), behind, int(info["pending"]))
+    if oldest is None and behind:
+        after = (last[0], last[1] + 1)
+        nxt = cast(list[RawEntry], client.xrange(stream, min=format_id(after), count=1))
+        oldest = stream_id(nxt[0][0])[0] if nxt else None
+    return GroupStatus(name, format_id(last), behind, int(info["pending"]), oldest)
 
 
 def count_feeds(database_url: str) -> int:
     with psycopg.connect(psycopg_url(database_url), connect_timeout=2) as conn:
         row = conn.execute("SELECT count(*) FROM feeds WHERE current_snapshot_id IS NOT NULL").fetchone()
     return int(row[0]) if row else 0
+
+
+def _finite(seconds: float | None) -> float | None:
+    """JSON has no infinity: null when unknown or not growing (memory_growth_bytes_per_s tells which)."""
+    return None if seconds is None or math.isinf(seconds) else seconds
 
 
 def _text(raw: Any) -> str:
@@ -253,12 +327,36 @@ def render(status: Status, limits: Thresholds) -> str:
         f"backlog {status.backlog}, dead letters {status.dead_letters}",
         f"fingerprints in Redis {status.fingerprints}, {feeds}",
         "last commit " + ("never" if age is None else f"{duration(age)} ago"),
+        memory_line(status),
     ]
     if status.counters:
         lines.append("counters: " + ", ".join(f"{k}={v}" for k, v in sorted(status.counters.items())))
     problems = status.problems(limits)
     lines += ["", "UNHEALTHY: " + "; ".join(problems) if problems else "healthy"]
     return "\n".join(lines)
+
+
+def memory_line(status: Status) -> str:
+    memory = status.memory
+    if memory is None:
+        return "redis memory unknown"
+    used = f"redis memory {_mb(memory.used_bytes)}"
+    share = memory.share
+    if share is None:
+        used += " of no maxmemory limit"
+    else:
+        used += f" of {_mb(memory.max_bytes)} ({share:.0%})"
+    used += f", policy {memory.policy}, streams {_mb(status.stream_bytes)}"
+    full_in, growth = status.memory_full_in_s, status.memory_growth_bytes_per_s
+    if growth is None:
+        return used + ", growth unknown (no consumer sampled it in the last minute)"
+    if full_in is None or math.isinf(full_in):
+        return used + f", not filling up ({_mb(round(growth))}/s)"
+    return used + f", full in {duration(round(full_in * 1000))} at {_mb(round(growth))}/s"
+
+
+def _mb(size: int) -> str:
+    return f"{size / 1_048_576:,.1f} MB"
 
 
 def duration(ms: int) -> str:

@@ -12,35 +12,11 @@ import structlog
 from redis.typing import EncodableT, FieldT
 
 from consumer.plan import Entry, Poison
+from consumer.scripts import load
 from shared.keys import Keys
 
 log = structlog.get_logger(__name__)
 
-# One atomic step per shard: check that the lease is still ours, then read. A consumer that was frozen
-# past its lease therefore cannot take entries that the shard's new owner is about to read, which would
-# let two consumers write one feed out of order. (Redis refuses BLOCK inside scripts, so reads poll.)
-_READ = """
-local out = {}
-for i = 1, #KEYS / 2 do
-  local lease, stream = KEYS[2 * i - 1], KEYS[2 * i]
-  if redis.call('GET', lease) == ARGV[1] then
-    local r = redis.call('XREADGROUP', 'GROUP', ARGV[2], ARGV[1], 'COUNT', ARGV[3], 'STREAMS', stream,
-                         ARGV[3 + i])
-    out[i] = {stream, 1, r and r[1][2] or {}}
-  else
-    out[i] = {stream, 0, {}}
-  end
-end
-return out
-"""
-# Remove a consumer from the group only while it holds no pending entry: deleting one that does would drop
-# those entries from the group's pending list, and nobody would ever reclaim them. One atomic step, so it
-# cannot gain an entry between the check and the delete.
-_REMOVE_IF_EMPTY = """
-if #redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2]) > 0 then return 0 end
-redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
-return 1
-"""
 NEW = ">"
 OWN_HISTORY = "0"  # re-read our own pending entries: after a crash, or after claiming a dead consumer's
 
@@ -75,17 +51,16 @@ class ShardStreams:
         self._client = client
         self._keys = keys
         self.consumer = consumer
-        self._read = client.register_script(_READ)
-        self._remove_if_empty = client.register_script(_REMOVE_IF_EMPTY)
+        self._read = load(client, "read")
+        self._remove_if_empty = load(client, "remove_if_empty")
+        self._create_group = load(client, "create_group")
+        self._finish = load(client, "finish")
+        self._stats = load(client, "stats")
 
     def ensure_groups(self) -> None:
         """Create the group on every shard from id 0 (never $, which would skip what is already there)."""
         for stream in self._keys.all_shards():
-            try:
-                self._client.xgroup_create(stream, self._keys.group, id="0", mkstream=True)
-            except redis.ResponseError as exc:
-                if "BUSYGROUP" not in str(exc):
-                    raise
+            self._create_group(keys=[stream], args=[self._keys.group])
 
     def read(self, shards: Mapping[int, str], count: int) -> ReadResult:
         """Read up to count entries from each shard at the given id (NEW or OWN_HISTORY)."""
@@ -166,26 +141,34 @@ class ShardStreams:
         return {f: decode_fingerprint(v) for f, v in zip(feeds, values) if isinstance(v, bytes)}
 
     def finish(self, outcome: Outcome) -> None:
-        """Record fingerprints, dead letters, counters and acknowledgements as one Redis transaction.
+        """Record fingerprints, dead letters, counters and acknowledgements in one atomic step.
 
-        This runs only after the Postgres commit. MULTI makes the dead-letter XADD and its XACK one step,
-        so a crash cannot dead-letter an entry twice; a crash before it only causes a redelivery, which
-        the writer recognises as already applied.
+        This runs only after the Postgres commit, as one script (consumer/lua/finish.lua says why).
         """
-        pipe = self._client.pipeline(transaction=True)
-        if outcome.fingerprints:
-            pipe.hset(
-                self._keys.fingerprints,
-                mapping={feed: encode_fingerprint(fp, ts) for feed, (fp, ts) in outcome.fingerprints.items()},
-            )
-        for poison in outcome.dead:
-            pipe.xadd(self._keys.dead, self._dead_letter(poison))
-        for stream, ids in outcome.acks.items():
-            pipe.xack(stream, self._keys.group, *ids)
+        streams = list(outcome.acks)
+        letters = [self._dead_letter(poison) for poison in outcome.dead]
+        args: list[EncodableT] = [self._keys.group, len(outcome.fingerprints), len(letters)]
+        args += [len(outcome.counts), *(len(outcome.acks[s]) for s in streams)]
+        for feed, (fp, ts) in outcome.fingerprints.items():
+            args += [feed, encode_fingerprint(fp, ts)]
+        for letter in letters:
+            args.append(len(letter))
+            for name, value in letter.items():
+                args += [name, value]
         for name, n in outcome.counts.items():
-            pipe.hincrby(self._keys.stats, name, n)
-        pipe.hset(self._keys.stats, "last_commit_ms", int(time.time() * 1000))
-        pipe.execute()
+            args += [name, n]
+        for stream in streams:
+            args += outcome.acks[stream]
+        self._finish(keys=[self._keys.fingerprints, self._keys.dead, self._keys.stats, *streams], args=args)
+
+    def record_stats(self, increments: Mapping[str, int], values: Mapping[str, int] | None = None) -> None:
+        """Add to counters and set fields of the counters hash, also on a full Redis."""
+        args: list[EncodableT] = [len(increments)]
+        for name, n in increments.items():
+            args += [name, n]
+        for name, value in (values or {}).items():
+            args += [name, value]
+        self._stats(keys=[self._keys.stats], args=args)
 
     def _dead_letter(self, poison: Poison) -> dict[FieldT, EncodableT]:
         letter: dict[FieldT, EncodableT] = dict((poison.entry.fields or {}).items())

@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
+from shared.keys import Keys
+
 ENV_PREFIX = "ODDS_"
 
 
@@ -42,6 +44,12 @@ class Settings:
     max_entry_bytes: int = 1_048_576
     redis_timeout_s: float = 2.0
     producer_buffer: int = 100_000
+    # Producers hold entries back once Redis uses this share of its maxmemory, so that consumers keep the
+    # room they need to drain a backlog; 1 turns the mark off. No effect while maxmemory is 0.
+    producer_high_water: float = 0.8
+    # A feed's fingerprint leaves Redis once the feed has not been seen for this long; its next sighting
+    # costs one Postgres look-up, never a wrong row.
+    fingerprint_expiry_s: int = 86_400
     metrics_port: int = 0
 
     def __post_init__(self) -> None:
@@ -49,10 +57,18 @@ class Settings:
             raise SettingsError("shards must be at least 1")
         if self.batch_size < 1:
             raise SettingsError("batch_size must be at least 1")
+        if not 0 < self.producer_high_water <= 1:
+            raise SettingsError("producer_high_water is a share of maxmemory: above 0, at most 1")
+        if self.fingerprint_expiry_s < 1:
+            raise SettingsError("fingerprint_expiry_s must be at least 1")
         if self.db_deadline_s * 1000 >= self.claim_idle_ms:
             raise SettingsError(
                 "claim_idle_ms must exceed db_deadline_s, or reclaim would take work from a live consumer"
             )
+
+    @property
+    def keys(self) -> Keys:
+        return Keys(self.stream, self.group, self.shards)
 
     @property
     def consumer_name(self) -> str:

@@ -44,7 +44,11 @@ def safe_trim_point(client: redis.Redis, stream: str) -> tuple[int, int] | None:
     return min(points)
 
 
-def trim(client: redis.Redis, stream: str, hard_cap: int, stats_key: str) -> TrimResult:
+def trim(client: redis.Redis, stream: str, hard_cap: int) -> TrimResult:
+    """Delete what every group has acknowledged; then, past the hard cap, the oldest entries regardless.
+
+    The caller records `forced` in the loss counters, through whatever path it writes counters by.
+    """
     point = safe_trim_point(client, stream)
     acknowledged = 0
     if point is not None and point > (0, 0):
@@ -53,7 +57,6 @@ def trim(client: redis.Redis, stream: str, hard_cap: int, stats_key: str) -> Tri
     if client.xlen(stream) > hard_cap:
         forced = int(client.xtrim(stream, maxlen=hard_cap, approximate=False))
         if forced:
-            client.hincrby(stats_key, "forced_trimmed", forced)
             log.error(
                 "stream_hard_cap_deleted_unacknowledged_entries",
                 stream=stream,
@@ -61,3 +64,17 @@ def trim(client: redis.Redis, stream: str, hard_cap: int, stats_key: str) -> Tri
                 hard_cap=hard_cap,
             )
     return TrimResult(acknowledged, forced)
+
+
+def enforce_hard_cap(client: redis.Redis, streams: list[str], hard_cap: int, stats_key: str) -> int:
+    """The producers' guard for when consumers are gone for good: trim each shard past the hard cap."""
+    pipe = client.pipeline(transaction=False)
+    for stream in streams:
+        pipe.xlen(stream)
+    forced = 0
+    for stream, length in zip(streams, pipe.execute()):
+        if int(length) > hard_cap:
+            forced += trim(client, stream, hard_cap).forced
+    if forced:
+        client.hincrby(stats_key, "forced_trimmed", forced)
+    return forced

@@ -17,8 +17,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from consumer.errors import classify_db_error, classify_redis_error
 from consumer.localservers import free_port
+from consumer.memory_watch import MemoryWatch
 from consumer.metrics import OUTCOMES, ConsumerMetrics
 from consumer.status import collect
+from consumer.stream import ShardStreams
 from producer.metrics import serve
 from producer.publisher import Publisher
 from producer.simulator import SimulationSpec, Simulator
@@ -28,6 +30,10 @@ from shared.settings import Settings
 from tests.support import env_for
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def memory_watch(client: redis.Redis, keys: Keys) -> MemoryWatch:
+    return MemoryWatch(client, ShardStreams(client, keys, "c1"))
 
 
 def scrape(port: int) -> Samples:
@@ -129,7 +135,7 @@ def test_gauges_follow_owned_shards_and_count_the_backlog(client: redis.Redis, k
     for i in range(5):
         client.xadd(keys.shard(0), {"i": i})
     client.xreadgroup(keys.group, "c1", {keys.shard(0): ">"}, count=2)
-    metrics = ConsumerMetrics(client, keys, refresh_s=0)
+    metrics = ConsumerMetrics(client, keys, memory_watch(client, keys), refresh_s=0)
     # When the gauges are refreshed for shards 0 and 1
     metrics.refresh({0, 1})
     server = metrics.serve(free_port(), addr="127.0.0.1")
@@ -153,7 +159,7 @@ def test_gauges_follow_owned_shards_and_count_the_backlog(client: redis.Redis, k
 
 def test_retries_are_labelled_by_cause_and_backend(client: redis.Redis, keys: Keys) -> None:
     # Given the errors the daemon retries: a lost Postgres connection and a Redis timeout
-    metrics = ConsumerMetrics(client, keys)
+    metrics = ConsumerMetrics(client, keys, memory_watch(client, keys))
     try:
         raise classify_db_error(psycopg.OperationalError("server closed the connection"))
     except Exception as exc:

@@ -1,0 +1,13 @@
+#!lua flags=allow-oom
+-- Mark this consumer alive, forget members silent for a lease TTL, and count the live ones.
+-- KEYS[1]: the members sorted set
+-- ARGV: consumer, ttl ms
+-- Returns the number of live members.
+--
+-- Scored with the Redis server's clock, never a consumer's: a consumer whose clock ran ahead would
+-- otherwise drop every other member at each heartbeat and take all shards.
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2]))
+return redis.call('ZCARD', KEYS[1])

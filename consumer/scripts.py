@@ -1,0 +1,17 @@
+"""The consumer's Lua scripts, one file each under consumer/lua/, with a header naming every key they touch.
+
+All of them carry `allow-oom`: what a consumer writes is small and bounded (leases, fingerprints, counters,
+dead letters), and it is what lets a full Redis drain, so it must not be refused for memory.
+"""
+
+from __future__ import annotations
+
+from importlib.resources import files
+
+import redis
+from redis.commands.core import Script
+
+
+def load(client: redis.Redis, name: str) -> Script:
+    """Register consumer/lua/NAME.lua; redis-py loads it again by itself when Redis answers NOSCRIPT."""
+    return client.register_script((files("consumer") / "lua" / f"{name}.lua").read_text())
