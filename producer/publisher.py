@@ -1,140 +1,106 @@
 """Publishing snapshots: an XADD per snapshot to its shard, pipelined, and never a wait on the database.
 
-When Redis is briefly unreachable the entries wait in a bounded buffer and go out, in order, with the next
-cycle that reaches Redis. While Redis is down, the publisher does not even try again until a backoff
-delay has passed, so a scraper's cycle is not slowed by connect timeouts.
+When Redis cannot take entries (unreachable, full, a demoted read-only master, failing persistence) they wait
+in a bounded buffer and go out, in order, with a later call that reaches Redis; while it cannot, the
+publisher does not even try again until a backoff delay has passed, so a scraper's cycle is not slowed by
+connect timeouts. What decides all this is in producer/core.py, shared with the asyncio publisher.
 """
 
 from __future__ import annotations
 
 import time
-from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass
-from itertools import islice
 
 import redis
-import structlog
 
-from producer.encoding import FeedEncoding
+from producer.core import DeliveryReport, PublishCore, PublishResult
 from shared.backlog import group_backlog
-from shared.backoff import compute_backoff
-from shared.keys import Keys, shard_of
+from shared.keys import Keys
+from shared.memory import read_memory
 from shared.redis_client import connect
 from shared.settings import Settings
-from shared.trim import trim
-from shared.wire import Snapshot, envelope_fields
-
-log = structlog.get_logger(__name__)
-
-PIPELINE_CHUNK = 1000
-FEED_CACHE_LIMIT = 100_000
-Pending = tuple[str, dict[str, bytes]]
-
-
-@dataclass(frozen=True)
-class PublishResult:
-    published: int  # entries that reached Redis in this call, including earlier buffered ones
-    buffered: int  # entries waiting in the buffer after this call
-    overflowed: int  # entries dropped from the buffer by this call because it was full
+from shared.trim import enforce_hard_cap
+from shared.wire import Snapshot
 
 
 class Publisher:
     def __init__(
-        self, client: redis.Redis, keys: Keys, buffer_limit: int = 100_000, hard_cap: int = 1_000_000
+        self,
+        client: redis.Redis,
+        keys: Keys,
+        buffer_limit: int = 100_000,
+        hard_cap: int = 1_000_000,
+        high_water: float = 0.8,
+        on_delivery: DeliveryReport | None = None,
     ) -> None:
         self._client = client
         self._keys = keys
-        self._buffer: deque[Pending] = deque()
-        self._buffer_limit = buffer_limit
         self._hard_cap = hard_cap
-        self._failures = 0
-        self._retry_at = 0.0
-        self.total_published = 0
-        self._feeds: dict[tuple[str, str], tuple[str, FeedEncoding]] = {}
-        self.total_overflowed = 0
+        self.core = PublishCore(keys, buffer_limit, high_water, on_delivery)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Publisher:
         return cls(
             connect(settings.redis_url, settings.redis_timeout_s),
-            Keys(settings.stream, settings.group, settings.shards),
+            settings.keys,
             settings.producer_buffer,
             settings.stream_hard_cap,
+            settings.producer_high_water,
         )
 
     @property
     def buffered(self) -> int:
-        return len(self._buffer)
+        return self.core.buffer.waiting
+
+    @property
+    def total_published(self) -> int:
+        return self.core.total_published
+
+    @property
+    def total_overflowed(self) -> int:
+        return self.core.total_overflowed
 
     def publish(self, snapshot: Snapshot) -> PublishResult:
         return self.publish_cycle((snapshot,))
 
     def publish_cycle(self, snapshots: Iterable[Snapshot]) -> PublishResult:
-        """Publish a cycle in pipelined XADDs; on a Redis failure keep it buffered for the next call."""
-        overflowed = 0
-        for snapshot in snapshots:
-            if len(self._buffer) >= self._buffer_limit:
-                self._buffer.popleft()  # the oldest odds are the least useful to keep
-                overflowed += 1
-            stream, data = self._encoded(snapshot)
-            self._buffer.append((stream, envelope_fields(snapshot, data)))
-        if overflowed:
-            self.total_overflowed += overflowed
-            log.error("producer_buffer_overflow", dropped=overflowed, limit=self._buffer_limit)
-        published = self.flush()
-        return PublishResult(published, len(self._buffer), overflowed)
+        """Publish a cycle in pipelined XADDs; what Redis cannot take now stays buffered for a later call.
 
-    def _encoded(self, snapshot: Snapshot) -> tuple[str, bytes]:
-        """The feed's shard stream and the snapshot's canonical data, from the feed's last encoding."""
-        feed = (snapshot.event, snapshot.bookmaker)
-        known = self._feeds.get(feed)
-        if known is None:
-            if len(self._feeds) >= FEED_CACHE_LIMIT:
-                self._feeds.clear()  # feeds of finished events must not pile up in a long-running scraper
-            stream = self._keys.shard(shard_of(*feed, self._keys.shards))
-            encoding = FeedEncoding.of(snapshot.markets)
-        else:
-            stream, previous = known
-            encoding = previous.next(snapshot.markets)
-            if encoding is previous:
-                return stream, encoding.data
-        self._feeds[feed] = (stream, encoding)
-        return stream, encoding.data
+        Raises PublishRefused only when Redis refuses this producer itself (credentials, permissions).
+        """
+        overflowed = self.core.add(snapshots)
+        return self.core.result(self.flush(), overflowed)
 
     def flush(self) -> int:
-        """Send what is buffered; returns how many entries reached Redis."""
-        if not self._buffer or time.monotonic() < self._retry_at:
+        """Send what is buffered, if the backoff allows; returns how many entries reached Redis."""
+        core = self.core
+        if core.wait_s(time.monotonic()) > 0:
             return 0
         sent = 0
         try:
-            while self._buffer:
-                chunk = list(islice(self._buffer, PIPELINE_CHUNK))
+            while True:
+                if core.memory_due(time.monotonic()):
+                    core.memory_read(read_memory(self._client), time.monotonic())
+                chunk = core.next_chunk(time.monotonic())
+                if not chunk:
+                    break
                 pipe = self._client.pipeline(transaction=False)
-                for stream, fields in chunk:
-                    pipe.xadd(stream, fields)  # type: ignore[arg-type]
-                pipe.hincrby(self._keys.stats, "published", len(chunk))
-                pipe.execute()
-                # A chunk that failed half-way is sent again whole: the consumer recognises the repeats.
-                for _ in chunk:
-                    self._buffer.popleft()
-                sent += len(chunk)
-            self._enforce_hard_cap()
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            delay = compute_backoff(self._failures, base_s=0.2, cap_s=5.0)
-            self._failures += 1
-            self._retry_at = time.monotonic() + delay
-            log.warning(
-                "producer_redis_unavailable",
-                error=str(exc),
-                buffered=len(self._buffer),
-                retry_in_s=round(delay, 2),
-            )
-        else:
-            if self._failures:
-                log.info("producer_redis_back", delivered=sent)
-            self._failures = 0
-        self.total_published += sent
+                for entry in chunk:
+                    pipe.xadd(entry.stream, entry.fields)  # type: ignore[arg-type]
+                pipe.hincrby(self._keys.stats, "published", core.counter_increment(chunk))
+                try:
+                    replies = pipe.execute(raise_on_error=False)
+                except redis.RedisError as exc:
+                    core.lost_contact(chunk, exc, time.monotonic())
+                    break
+                delivered = core.chunk_done(chunk, replies, time.monotonic())
+                sent += delivered
+                if delivered < len(chunk):
+                    break
+            if sent:
+                enforce_hard_cap(self._client, self._keys.all_shards(), self._hard_cap, self._keys.stats)
+        except redis.RedisError as exc:
+            core.failed(exc, time.monotonic())
         return sent
 
     def progress(self) -> dict[str, int]:
@@ -147,16 +113,7 @@ class Publisher:
             backlog = sum(
                 sum(group_backlog(self._client, s, self._keys.group)) for s in self._keys.all_shards()
             )
-        except (redis.ConnectionError, redis.TimeoutError):
+        except redis.RedisError:
             return {}
         written, confirmed, dead = (int(v or 0) for v in counters)
         return {"written": written, "confirmed": confirmed, "dead_lettered": dead, "backlog": backlog}
-
-    def _enforce_hard_cap(self) -> None:
-        pipe = self._client.pipeline(transaction=False)
-        streams = self._keys.all_shards()
-        for stream in streams:
-            pipe.xlen(stream)
-        for stream, length in zip(streams, pipe.execute()):
-            if int(length) > self._hard_cap:
-                trim(self._client, stream, self._hard_cap, self._keys.stats)

@@ -1,0 +1,195 @@
+"""The asyncio publisher: the same entries, buffer, backoff and pressure rules as Publisher, on redis.asyncio.
+
+`await publisher.publish_cycle(snapshots)` encodes the cycle and buffers it, and returns: a background
+task sends what is buffered. So a scraper's event loop never waits on Redis, whether Redis is healthy,
+black-holed (the sender waits out its connect timeout on its own), or full. Encoding yields to the loop
+between slices of a large cycle, and the sender between pipeline chunks, so no step holds the loop long.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import time
+from collections.abc import Iterable
+from types import TracebackType
+from typing import Self
+
+import redis
+import redis.asyncio
+import structlog
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from producer.core import DeliveryReport, PublishCore, PublishRefused, PublishResult
+from shared.keys import Keys
+from shared.memory import memory_from_info
+from shared.redis_client import connect
+from shared.settings import Settings
+from shared.trim import enforce_hard_cap
+from shared.wire import Snapshot
+
+log = structlog.get_logger("producer")
+
+ENCODE_SLICE = 500  # snapshots encoded between two yields to the event loop
+
+
+class AsyncPublisher:
+    """Use as `async with AsyncPublisher.from_settings(settings) as publisher:`, or aclose() it at the end."""
+
+    def __init__(
+        self,
+        client: redis.asyncio.Redis,
+        keys: Keys,
+        buffer_limit: int = 100_000,
+        high_water: float = 0.8,
+        hard_cap: int = 1_000_000,
+        hard_cap_client: redis.Redis | None = None,
+        on_delivery: DeliveryReport | None = None,
+    ) -> None:
+        self._client = client
+        self._keys = keys
+        # The hard cap's trimming is rare and reads several replies in turn: it runs on a thread with a
+        # sync client instead of a second, async copy of it. None leaves the cap to the consumers.
+        self._hard_cap = hard_cap
+        self._hard_cap_client = hard_cap_client
+        self.core = PublishCore(keys, buffer_limit, high_water, on_delivery)
+        self._wake = asyncio.Event()
+        self._sender: asyncio.Task[None] | None = None
+        self._refused: PublishRefused | None = None
+        self._published_since_result = 0
+        self._closing = False
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> AsyncPublisher:
+        client = redis.asyncio.Redis.from_url(
+            settings.redis_url,
+            socket_timeout=settings.redis_timeout_s,
+            socket_connect_timeout=settings.redis_timeout_s,
+            # No hidden retries: the buffer and its backoff are the retry policy (see shared.redis_client).
+            retry=Retry(NoBackoff(), 0),
+            decode_responses=False,
+        )
+        return cls(
+            client,
+            settings.keys,
+            settings.producer_buffer,
+            settings.producer_high_water,
+            settings.stream_hard_cap,
+            connect(settings.redis_url, settings.redis_timeout_s),
+        )
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    @property
+    def buffered(self) -> int:
+        return self.core.buffer.waiting
+
+    async def publish(self, snapshot: Snapshot) -> PublishResult:
+        return await self.publish_cycle((snapshot,))
+
+    async def publish_cycle(self, snapshots: Iterable[Snapshot]) -> PublishResult:
+        """Buffer a cycle for the sender and return at once.
+
+        `published` counts what the sender delivered since the previous call. Raises PublishRefused when
+        the sender met a refusal that no wait will fix (credentials, permissions) since the previous call.
+        """
+        if self._refused is not None:
+            refused, self._refused = self._refused, None
+            raise refused
+        overflowed = 0
+        iterator = iter(snapshots)
+        while batch := list(itertools.islice(iterator, ENCODE_SLICE)):
+            overflowed += self.core.add(batch)
+            await asyncio.sleep(0)
+        self._start_sender()
+        self._wake.set()
+        published, self._published_since_result = self._published_since_result, 0
+        return self.core.result(published, overflowed)
+
+    async def flush(self, timeout_s: float) -> bool:
+        """Wait until the buffer is empty, up to timeout_s; whether it is."""
+        self._start_sender()
+        self._wake.set()
+        deadline = time.monotonic() + timeout_s
+        while self.buffered and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        return not self.buffered
+
+    async def aclose(self, flush_timeout_s: float = 5.0) -> None:
+        """Send what can still be sent within flush_timeout_s, stop the sender, close the connections."""
+        if self.buffered and self._refused is None:
+            await self.flush(flush_timeout_s)
+        self._closing = True
+        self._wake.set()
+        if self._sender is not None:
+            self._sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sender
+        await self._client.aclose()
+        if self._hard_cap_client is not None:
+            self._hard_cap_client.close()
+
+    def _start_sender(self) -> None:
+        if self._sender is None or self._sender.done():
+            self._sender = asyncio.get_running_loop().create_task(self._send_forever(), name="odds-sender")
+
+    async def _send_forever(self) -> None:
+        core = self.core
+        while not self._closing:
+            wait = core.wait_s(time.monotonic())
+            if wait > 0:
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    # Woken by a publish; or when the backoff is over (infinite: nothing to send).
+                    await asyncio.wait_for(self._wake.wait(), None if wait == float("inf") else wait)
+                continue
+            try:
+                self._published_since_result += await self._flush_once()
+            except PublishRefused as exc:
+                log.error("producer_refused", error=str(exc))
+                self._refused = exc
+                self._wake.clear()
+                await self._wake.wait()  # the next publish raises it; then try again
+
+    async def _flush_once(self) -> int:
+        core = self.core
+        sent = 0
+        try:
+            while True:
+                if core.memory_due(time.monotonic()):
+                    core.memory_read(memory_from_info(await self._client.info("memory")), time.monotonic())
+                chunk = core.next_chunk(time.monotonic())
+                if not chunk:
+                    break
+                pipe = self._client.pipeline(transaction=False)
+                for entry in chunk:
+                    pipe.xadd(entry.stream, entry.fields)  # type: ignore[arg-type]
+                pipe.hincrby(self._keys.stats, "published", core.counter_increment(chunk))
+                try:
+                    replies = await pipe.execute(raise_on_error=False)
+                except redis.RedisError as exc:
+                    core.lost_contact(chunk, exc, time.monotonic())
+                    break
+                delivered = core.chunk_done(chunk, replies, time.monotonic())
+                sent += delivered
+                if delivered < len(chunk):
+                    break
+            if sent and self._hard_cap_client is not None:
+                await asyncio.to_thread(
+                    enforce_hard_cap,
+                    self._hard_cap_client,
+                    self._keys.all_shards(),
+                    self._hard_cap,
+                    self._keys.stats,
+                )
+        except redis.RedisError as exc:
+            core.failed(exc, time.monotonic())
+        return sent
