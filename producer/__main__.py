@@ -78,6 +78,7 @@ def simulate(publisher: Publisher, spec: SimulationSpec, cycles: int, interval_s
             published=result.published,
             buffered=result.buffered,
             overflowed=result.overflowed,
+            held_back=result.held_back,
             published_total=publisher.total_published,
             cycle_s=round(time.monotonic() - started, 4),
             **publisher.progress(),

@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from producer.buffer import OLDEST, SUPERSEDED
 from producer.publisher import Publisher
 
 
@@ -30,9 +31,23 @@ class PublisherCollector(Collector):
             "Entries dropped because the buffer was full",
             value=p.total_overflowed,
         )
+        dropped = CounterMetricFamily(
+            "odds_producer_dropped", "Entries the full buffer dropped, by what it gave up", labels=["reason"]
+        )
+        for reason in (SUPERSEDED, OLDEST):
+            dropped.add_metric([reason], p.core.buffer.dropped[reason])
+        yield dropped
         yield GaugeMetricFamily(
             "odds_producer_buffered_entries", "Entries waiting for Redis to come back", value=p.buffered
         )
+        held = GaugeMetricFamily(
+            "odds_producer_held_back",
+            "1 while the producer holds entries back, labelled with why: a Redis condition or high_water",
+            labels=["reason"],
+        )
+        if p.core.held_back is not None:
+            held.add_metric([p.core.held_back], 1)
+        yield held
 
 
 def registry_for(publisher: Publisher) -> CollectorRegistry:

@@ -135,8 +135,10 @@ def test_gauges_follow_owned_shards_and_count_the_backlog(client: redis.Redis, k
     for i in range(5):
         client.xadd(keys.shard(0), {"i": i})
     client.xreadgroup(keys.group, "c1", {keys.shard(0): ">"}, count=2)
-    metrics = ConsumerMetrics(client, keys, memory_watch(client, keys), refresh_s=0)
-    # When the gauges are refreshed for shards 0 and 1
+    watch = memory_watch(client, keys)
+    metrics = ConsumerMetrics(client, keys, watch, refresh_s=0)
+    # When Redis memory is sampled and the gauges are refreshed for shards 0 and 1
+    watch.sample()
     metrics.refresh({0, 1})
     server = metrics.serve(free_port(), addr="127.0.0.1")
     port = server.server_address[1]
@@ -148,6 +150,12 @@ def test_gauges_follow_owned_shards_and_count_the_backlog(client: redis.Redis, k
             group = expected[n].groups[0]
             assert value(samples, "odds_consumer_backlog_entries", shard=str(n)) == group.backlog
             assert value(samples, "odds_consumer_pending_entries", shard=str(n)) == group.pending
+        # And Redis memory is shown as sampled, with the stream of the shard that holds entries
+        assert watch.last is not None
+        assert value(samples, "odds_redis_used_memory_bytes") == watch.last.used_bytes > 0
+        assert value(samples, "odds_redis_max_memory_bytes") == watch.last.max_bytes
+        assert value(samples, "odds_redis_maxmemory_policy", policy=watch.last.policy) == 1
+        assert value(samples, "odds_redis_stream_memory_bytes", shard="0") > 0
         # When shard 0 is no longer owned, then its series disappear
         metrics.refresh({1})
         samples = scrape(port)
@@ -193,6 +201,11 @@ def test_producer_serves_published_buffered_and_overflowed(settings: Settings, k
         assert value(down_samples, "odds_producer_buffered_entries") == down_result.buffered == 2
         overflowed = value(down_samples, "odds_producer_overflowed_total")
         assert overflowed == down_result.overflowed == len(snapshots) - 2
+        # And why it holds them, and what the full buffer gave up: only the oldest, as no feed repeats
+        assert value(down_samples, "odds_producer_held_back", reason="unreachable") == 1
+        assert value(down_samples, "odds_producer_dropped_total", reason="oldest") == overflowed
+        assert value(down_samples, "odds_producer_dropped_total", reason="superseded") == 0
+        assert not [k for k in up_samples if k[0] == "odds_producer_held_back"]
     finally:
         for server in servers:
             server.shutdown()
