@@ -123,7 +123,7 @@ class PublishCore:
     def memory_read(self, memory: RedisMemory, now: float) -> None:
         self._memory, self._memory_read_at, self._sent_since_reading = memory, now, 0
 
-    def next_chunk(self, now: float) -> list[Pending]:
+    def next_chunk(self, now: float, size: int = PIPELINE_CHUNK) -> list[Pending]:
         """The next entries to send; none when the buffer is empty or Redis is at the high-water mark."""
         if not len(self.buffer):
             return []
@@ -137,7 +137,7 @@ class PublishCore:
                 high_water=self._high_water,
             )
             return []
-        return self.buffer.take(PIPELINE_CHUNK)
+        return self.buffer.take(size)
 
     def counter_increment(self, chunk: Sequence[Pending]) -> int:
         """What to add to the published counter along with this chunk, correcting earlier guesses."""

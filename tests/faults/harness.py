@@ -37,7 +37,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,6 +84,9 @@ class RunConfig:
     max_deliveries: int = 10
     redis_timeout_s: float = 2.0
     appendfsync: str | None = "always"
+    redis_config: dict[str, str] = field(default_factory=dict)  # more redis-server options (maxmemory)
+    producer_buffer: int = 100_000
+    producer_high_water: float = 0.8
     spec: SimulationSpec = field(
         default_factory=lambda: SimulationSpec(
             events=20, bookmakers=("sportybet", "bet9ja", "betking"), markets=8, change_rate=0.3, seed=3
@@ -98,20 +101,21 @@ class FaultRun:
         self.workdir = Path(workdir)
         self.config = config or RunConfig()
         self._stack = contextlib.ExitStack()
-        self.redis = RedisServer(self.workdir, appendfsync=self.config.appendfsync)
+        self.redis = RedisServer(
+            self.workdir, appendfsync=self.config.appendfsync, config=self.config.redis_config
+        )
         self.postgres = PostgresServer(self.workdir)
         self.settings = Settings()
         self.keys = Keys(self.settings.stream, self.settings.group, self.config.shards)
         self.client: redis.Redis = redis.Redis()
-        self.accepted: list[Snapshot] = []  # every snapshot Redis acknowledged, in publish order
-        self.overflowed = 0
+        self.accepted: list[Snapshot] = []  # every snapshot Redis acknowledged, as the producer reports them
+        self.generated = 0  # snapshots handed to the producer
         self.faults: list[FaultRecord] = []
         self.processes: list[ConsumerProcess] = []
         self._latest: dict[str, ConsumerProcess] = {}
         self._sim = Simulator(self.config.spec)
         self._cycle = 0
         self._publisher: Publisher | None = None
-        self._unsent: deque[Snapshot] = deque()  # mirrors the producer's buffer
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._monitor: threading.Thread | None = None
@@ -136,6 +140,8 @@ class FaultRun:
                 trim_interval_s=c.trim_interval_s,
                 max_deliveries=c.max_deliveries,
                 redis_timeout_s=c.redis_timeout_s,
+                producer_buffer=c.producer_buffer,
+                producer_high_water=c.producer_high_water,
             )
             self.keys = Keys(self.settings.stream, self.settings.group, self.settings.shards)
             self.client = connect(self.redis.url, 1.0)
@@ -238,30 +244,38 @@ class FaultRun:
     def _producer(self, redis_url: str | None) -> Publisher:
         if self._publisher is None:
             url = redis_url or self.settings.redis_url
-            self._publisher = Publisher.from_settings(self.settings.with_(redis_url=url))
+            settings = self.settings.with_(redis_url=url)
+            # The producer's delivery reports say exactly which snapshots Redis took.
+            self._publisher = Publisher(
+                connect(settings.redis_url, settings.redis_timeout_s),
+                settings.keys,
+                settings.producer_buffer,
+                settings.stream_hard_cap,
+                settings.producer_high_water,
+                on_delivery=self.accepted.extend,
+            )
         return self._publisher
+
+    @property
+    def dropped(self) -> int:
+        """Snapshots the producer's full buffer gave up, by its own count."""
+        return self._publisher.total_overflowed if self._publisher is not None else 0
+
+    def next_cycle(self) -> list[Snapshot]:
+        """The simulator's next cycle, counted as generated, for a test that publishes it by its own means."""
+        snapshots = self._sim.cycle(TS0 + self._cycle * CYCLE_MS)
+        self._cycle += 1
+        self.generated += len(snapshots)
+        return snapshots
 
     def publish_cycles(self, cycles: int = 1, redis_url: str | None = None) -> int:
         """Publish cycles synchronously; returns how many snapshots Redis accepted in these calls."""
         publisher = self._producer(redis_url)
         accepted = 0
         for _ in range(cycles):
-            snapshots = self._sim.cycle(TS0 + self._cycle * CYCLE_MS)
-            self._cycle += 1
             with self._lock:
-                self._unsent.extend(snapshots)
-                result = publisher.publish_cycle(snapshots)
-                # The producer drops the oldest buffered entries on overflow: those are never published.
-                for _ in range(result.overflowed):
-                    self._unsent.popleft()
-                self.overflowed += result.overflowed
-                accepted += self._accept(result.published)
+                accepted += publisher.publish_cycle(self.next_cycle()).published
         return accepted
-
-    def _accept(self, count: int) -> int:
-        for _ in range(count):
-            self.accepted.append(self._unsent.popleft())
-        return count
 
     @contextlib.contextmanager
     def publishing(self, redis_url: str | None = None) -> Iterator[None]:
@@ -294,11 +308,11 @@ class FaultRun:
         deadline = time.monotonic() + timeout_s
         while True:
             with self._lock:
-                self._accept(self._publisher.flush())
-                if not self._unsent:
+                self._publisher.flush()
+                if not self._publisher.buffered:
                     return
             if time.monotonic() > deadline:
-                left = len(self._unsent)
+                left = self._publisher.buffered
                 raise AssertionError(f"producer still buffers {left} snapshots after {timeout_s} s")
             time.sleep(0.05)
 
