@@ -58,6 +58,8 @@ def status(args: argparse.Namespace, settings: Settings) -> int:
         max_pending_age_ms=args.max_pending_age_ms,
         max_dead_letters=args.max_dead_letters,
         idle_ms=args.idle_ms,
+        max_commit_age_ms=args.max_commit_age_ms,
+        high_water=settings.producer_high_water,
     )
     report = collect(
         connect(settings.redis_url, settings.redis_timeout_s),
@@ -103,7 +105,7 @@ def dlq(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _keys(settings: Settings) -> Keys:
-    return Keys(settings.stream, settings.group, settings.shards)
+    return settings.keys
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -131,6 +133,7 @@ def _parser() -> argparse.ArgumentParser:
         ("--max-pending-age-ms", "MAX_PENDING_AGE_MS", "ms since delivery"),
         ("--max-dead-letters", "MAX_DEAD_LETTERS", "entries"),
         ("--idle-ms", "IDLE_MS", "ms; consumers silent this long are listed idle"),
+        ("--max-commit-age-ms", "MAX_COMMIT_AGE_MS", "ms that work may wait with no commit"),
     ):
         default = getattr(defaults, name.lower())
         status.add_argument(flag, type=int, help=f"{unit} (env ODDS_STATUS_{name}; default {default})")

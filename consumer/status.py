@@ -39,7 +39,7 @@ class Thresholds:
     idle_ms: int = 300_000
     # Work waiting this long with no commit at all means the consumers are stuck (or none is running).
     max_commit_age_ms: int = 120_000
-    # The producers' high-water mark (ODDS_PRODUCER_HIGH_WATER): past it they hold entries back.
+    # The producers' high-water mark (the producer_high_water setting): past it they hold entries back.
     high_water: float = 0.8
 
     @classmethod
@@ -52,8 +52,6 @@ class Thresholds:
             raw = env.get(f"ODDS_STATUS_{name.upper()}")
             if raw is not None:
                 values[name] = int(raw)
-        if "ODDS_PRODUCER_HIGH_WATER" in env:
-            values["high_water"] = float(env["ODDS_PRODUCER_HIGH_WATER"])
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]
 

@@ -23,6 +23,7 @@ class FingerprintSweep:
         self._expiry_ms = expiry_s * 1000
         self._expire = load(client, "expire_fingerprints")
         self._cursor = b"0"
+        self.passes = 0  # complete walks of the hash
 
     def step(self) -> int:
         """Walk the next pages of the hash; returns how many fingerprints expired."""
@@ -33,5 +34,6 @@ class FingerprintSweep:
             )
             self._cursor, deleted = cursor, deleted + int(expired)
             if cursor in (b"0", "0"):
+                self.passes += 1
                 break  # one pass complete; the next step starts the next pass
         return deleted

@@ -51,6 +51,9 @@ def test_redis_persists_every_write_and_reports_health(services: dict[str, Any])
     command = services["redis"]["command"]
     assert args_of(command, "--appendonly") == ["yes"]
     assert args_of(command, "--appendfsync") == ["always"]
+    # And a full Redis refuses writes rather than evicting streams or leases
+    assert args_of(command, "--maxmemory-policy") == ["noeviction"]
+    assert args_of(command, "--maxmemory")
     assert services["redis"]["healthcheck"]["test"]
     assert any(v.endswith(":/data") for v in services["redis"]["volumes"])
 

@@ -19,18 +19,26 @@ from tests.bench.report import run
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.bench", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="200 events and a 20,000 entry RSS backlog")
+    parser.add_argument(
+        "--quick", action="store_true", help="200 events, a 20,000 entry RSS backlog, 50,000 distinct feeds"
+    )
     parser.add_argument("--backlog", type=int, help="entries for the peak RSS run (default 1,000,000)")
+    parser.add_argument(
+        "--feeds", type=int, help="distinct feeds for the memory-growth run (default 1,000,000)"
+    )
     parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
     parser.add_argument(
         "--database-url",
         default=os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"),
     )
     args = parser.parse_args(argv)
-    size = (
-        Size(events=200, backlog_cycles=5, latency_s=4.0, rss_backlog=args.backlog or 20_000)
-        if args.quick
-        else Size(events=2000, backlog_cycles=5, latency_s=15.0, rss_backlog=args.backlog or 1_000_000)
+    quick = args.quick
+    size = Size(
+        events=200 if quick else 2000,
+        backlog_cycles=5,
+        latency_s=4.0 if quick else 15.0,
+        rss_backlog=args.backlog or (20_000 if quick else 1_000_000),
+        feeds=args.feeds or (50_000 if quick else 1_000_000),
     )
     started = time.perf_counter()
     report = run(args.redis_url, args.database_url, size)

@@ -36,6 +36,7 @@ class Size:
     backlog_cycles: int  # cycles per timed backlog, after the warm-up cycle
     latency_s: float
     rss_backlog: int
+    feeds: int  # distinct feeds for the memory-growth row
 
 
 def ms_now() -> int:

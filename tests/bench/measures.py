@@ -12,11 +12,13 @@ from typing import Any
 
 import psycopg
 
-from producer.publisher import PIPELINE_CHUNK, Publisher
+from consumer.sweep import FingerprintSweep
+from producer.core import PIPELINE_CHUNK
+from producer.publisher import Publisher
 from shared.keys import Keys, shard_of
 from shared.trim import stream_id
-from shared.wire import Snapshot, encode, market_row
-from tests.bench.harness import GROUP, POLL_S, SHARDS, Bench, ms_now
+from shared.wire import Market, Snapshot, encode, market_row
+from tests.bench.harness import BOOKMAKERS, GROUP, POLL_S, SHARDS, Bench, ms_now
 
 PUBLISH_PAIRS = 5
 
@@ -314,6 +316,44 @@ def peak_rss(b: Bench, entries: int) -> tuple[int, float]:
     peak = vm_hwm_kb(procs[0].pid)
     b.stop(procs)
     return peak, total / (end - start)
+
+
+def many_feeds(b: Bench, feeds: int) -> tuple[int, int, int, float, int]:
+    """One consumer through `feeds` snapshots of as many distinct feeds (two markets each, trimming on).
+
+    Returns the consumer's peak RSS (kB), the fingerprint hash's memory (bytes) and field count after the
+    drain, the time one sweep pass takes to expire them all, and how many fields that pass left.
+    """
+    b.reset_database()
+    stream, keys = b.new_stream("feeds")
+    publisher = Publisher(b.client, keys, buffer_limit=feeds + 1, hard_cap=feeds + 1, high_water=1.0)
+    ts = b.next_ts()
+    markets = (Market("1X2", "", {"1": 2.1, "X": 3.3, "2": 3.6}), Market("BTTS", "", {"Yes": 1.8, "No": 2.0}))
+    for start in range(0, feeds, 30_000):
+        publisher.publish_cycle(
+            Snapshot(f"sr:match:{i // len(BOOKMAKERS)}", BOOKMAKERS[i % len(BOOKMAKERS)], ts, markets)
+            for i in range(start, min(feeds, start + 30_000))
+        )
+    procs = b.start_consumers(stream, 1, ODDS_TRIM_INTERVAL_S="5")
+    b.wait_drained(keys, feeds)
+    peak = vm_hwm_kb(procs[0].pid)
+    b.stop(procs)
+    fingerprint_bytes = int(b.client.memory_usage(keys.fingerprints, samples=0) or 0)
+    fields = int(b.client.hlen(keys.fingerprints))
+    # The captures are an hour old: a one-minute expiry makes one pass delete every one of them.
+    sweep = FingerprintSweep(b.client, keys, expiry_s=60)
+    start_s = time.perf_counter()
+    while True:
+        sweep.step()
+        if sweep.passes:
+            break
+    return (
+        peak,
+        fingerprint_bytes,
+        fields,
+        time.perf_counter() - start_s,
+        int(b.client.hlen(keys.fingerprints)),
+    )
 
 
 def count_changes(warm: list[Snapshot], backlog: list[list[Snapshot]]) -> int:

@@ -107,6 +107,14 @@ def run(redis_url: str, database_url: str, size: Size) -> Report:
             f"{peak_kb / 1024:,.0f} MB",
             f"drained at {drain:,.0f}/s (20 % change, trimming on)",
         )
+        say(f"consumer RSS and fingerprints after {size.feeds:,} distinct feeds ...")
+        peak_kb, fp_bytes, fields, sweep_s, left = measures.many_feeds(b, size.feeds)
+        report.row(
+            f"{size.feeds:,} distinct feeds, one consumer",
+            f"{peak_kb / 1024:,.0f} MB peak RSS",
+            f"fingerprints {fp_bytes / 1_048_576:,.0f} MB in Redis for {fields:,} feeds "
+            f"({fp_bytes / max(1, fields):,.0f} B each); one expiry pass {sweep_s:,.1f} s, {left:,} left",
+        )
     return report
 
 

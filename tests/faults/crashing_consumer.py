@@ -7,9 +7,10 @@ until its FAULT_CRASH_AFTER_BATCHES-th batch (default 1) reaches FAULT_CRASH_POI
 - after_fingerprints: the fingerprints were written to Redis; no acknowledgement, counter or dead letter.
 - before_xack: fingerprints, dead letters and counters were written; only the XACKs are missing.
 
-The production code writes fingerprints and acknowledgements in one MULTI, so the last two states cannot
-arise from a crash of this process alone; they are produced here on purpose, because the guarantee must not
-depend on that atomicity (a Redis that lost its AOF tail, or a future refactoring, would expose them).
+The production code writes fingerprints and acknowledgements in one atomic script, so the last two states
+cannot arise from a crash of this process alone; they are produced here on purpose, because the guarantee
+must not depend on that atomicity (a Redis that lost its AOF tail, or a future refactoring, would expose
+them).
 SIGKILL leaves no chance for cleanup: no finally block, no lease release, no flush.
 """
 
