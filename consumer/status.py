@@ -208,7 +208,9 @@ def collect(client: redis.Redis, keys: Keys, database_url: str | None = None) ->
             if keys.group not in {g.name for g in shard.groups}:
                 # Published before any consumer created the group: consumers will create it from id 0,
                 # so the whole stream is work still to do, not nothing.
-                shard.groups.append(GroupStatus(keys.group, "0-0", shard.length, 0))
+                first = cast(list[RawEntry], client.xrange(stream, count=1))
+                oldest = stream_id(first[0][0])[0] if first else None
+                shard.groups.append(GroupStatus(keys.group, "0-0", shard.length, 0, oldest))
             shard_memory = client.memory_usage(stream)
             status.stream_bytes += int(shard_memory or 0)
             point = safe_trim_point(client, stream)

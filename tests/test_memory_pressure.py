@@ -15,8 +15,9 @@ import redis
 
 from consumer.daemon import Daemon
 from consumer.localservers import RedisServer
-from consumer.status import Thresholds, collect
-from consumer.stream import encode_fingerprint
+from consumer.memory_watch import GROWTH_FIELD, SAMPLED_FIELD
+from consumer.status import Thresholds, collect, render
+from consumer.stream import ShardStreams, encode_fingerprint
 from consumer.sweep import FingerprintSweep
 from producer.core import HIGH_WATER, PublishRefused
 from producer.publisher import Publisher
@@ -175,3 +176,23 @@ def test_a_producer_missing_a_permission_is_told_what_to_fix(
     with pytest.raises(PublishRefused, match=expected):
         publisher.publish_cycle(simulator().cycle(TS))
     assert publisher.buffered == 120
+
+
+def test_status_gives_the_time_until_full_from_the_growth_consumers_sampled(small_redis: RedisServer) -> None:
+    client = redis.Redis.from_url(small_redis.url)
+    keys = Keys("odds:snapshots", "odds-writers", 2)
+    streams = ShardStreams(client, keys, "c1")
+    # Given no consumer has sampled memory, then the time until full is unknown
+    assert collect(client, keys).memory_full_in_s is None
+    # When a consumer records a growth of 10 kB/s, sampled now
+    now_ms = int(client.time()[0]) * 1000
+    streams.record_stats({}, {GROWTH_FIELD: 10_000, SAMPLED_FIELD: now_ms})
+    status = collect(client, keys)
+    # Then status turns what is left below maxmemory into seconds at that rate
+    assert status.memory is not None and status.memory_full_in_s is not None
+    left = status.memory.max_bytes - status.memory.used_bytes
+    assert status.memory_full_in_s == pytest.approx(left / 10_000, rel=0.05)
+    assert "full in" in render(status, Thresholds())
+    # And a sample older than a minute says nothing about now
+    streams.record_stats({}, {SAMPLED_FIELD: now_ms - 120_000})
+    assert collect(client, keys).memory_full_in_s is None

@@ -211,3 +211,18 @@ def test_cli_reports_unreachable_redis_as_unknown(capsys: pytest.CaptureFixture[
     # When status runs, then it exits with the unknown code and does not print the password
     assert main(argv) == 3
     assert "pw-secret" not in capsys.readouterr().err
+
+
+def test_work_waiting_with_no_commit_is_unhealthy(client: redis.Redis, keys: Keys) -> None:
+    # Given entries added five minutes ago (their ids say when) that no consumer has committed
+    old_ms = int(client.time()[0]) * 1000 - 300_000
+    for i in range(3):
+        client.xadd(keys.shard(0), {"i": i}, id=f"{old_ms}-{i}")
+    limits = Thresholds(max_commit_age_ms=120_000)
+    # Then status says the backlog waits with no commit ever
+    status = collect(client, keys)
+    assert status.oldest_work_age_ms is not None and status.oldest_work_age_ms >= 300_000
+    assert any("no commit ever" in p for p in status.problems(limits))
+    # When a consumer commits now, then that is no longer a problem, though the work is still old
+    ShardStreams(client, keys, "c1").record_stats({}, {"last_commit_ms": int(client.time()[0]) * 1000})
+    assert not [p for p in collect(client, keys).problems(limits) if "no commit" in p]
