@@ -54,7 +54,8 @@ class AsyncPublisher:
         self._client = client
         self._keys = keys
         # The hard cap's trimming is rare and reads several replies in turn: it runs on a thread with a
-        # sync client instead of a second, async copy of it. None leaves the cap to the consumers.
+        # sync client instead of a second, async copy of it. None leaves the cap to the consumers, as
+        # producer_hard_cap off does: enforcing it deletes entries.
         self._hard_cap = hard_cap
         self._hard_cap_client = hard_cap_client
         self.core = PublishCore(keys, buffer_limit, high_water, on_delivery)
@@ -80,7 +81,7 @@ class AsyncPublisher:
             settings.producer_buffer,
             settings.producer_high_water,
             settings.stream_hard_cap,
-            connect(settings.redis_url, settings.redis_timeout_s),
+            connect(settings.redis_url, settings.redis_timeout_s) if settings.producer_hard_cap else None,
         )
 
     async def __aenter__(self) -> Self:

@@ -29,12 +29,13 @@ class Publisher:
         client: redis.Redis,
         keys: Keys,
         buffer_limit: int = 100_000,
-        hard_cap: int = 1_000_000,
+        hard_cap: int | None = None,
         high_water: float = 0.8,
         on_delivery: DeliveryReport | None = None,
     ) -> None:
         self._client = client
         self._keys = keys
+        # None leaves the hard cap to the consumers: enforcing it deletes entries (see producer_hard_cap).
         self._hard_cap = hard_cap
         self.core = PublishCore(keys, buffer_limit, high_water, on_delivery)
 
@@ -44,7 +45,7 @@ class Publisher:
             connect(settings.redis_url, settings.redis_timeout_s),
             settings.keys,
             settings.producer_buffer,
-            settings.stream_hard_cap,
+            settings.stream_hard_cap if settings.producer_hard_cap else None,
             settings.producer_high_water,
         )
 
@@ -97,7 +98,7 @@ class Publisher:
                 sent += delivered
                 if delivered < len(chunk):
                     break
-            if sent:
+            if sent and self._hard_cap is not None:
                 enforce_hard_cap(self._client, self._keys.all_shards(), self._hard_cap, self._keys.stats)
         except redis.RedisError as exc:
             core.failed(exc, time.monotonic())

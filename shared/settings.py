@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import os
+import pathlib
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from shared.keys import Keys
+from shared.logs import redact
 
 ENV_PREFIX = "ODDS_"
+# Settings without the ODDS_ prefix, each of which may also come from a file (NAME_FILE), as Docker and
+# Kubernetes secrets are mounted: the URLs carry the passwords.
+UNPREFIXED = ("REDIS_URL", "DATABASE_URL")
+FILE_SUFFIX = "_FILE"
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
 
 
 class SettingsError(ValueError):
@@ -38,10 +45,18 @@ class Settings:
     # Hard cap per shard: reached only when consumers fall that far behind; entries trimmed beyond the
     # safe point are counted and logged as lost.
     stream_hard_cap: int = 1_000_000
+    # Whether producers enforce the hard cap too, for when no consumer runs for good. Off: trimming deletes
+    # entries, which a producer's Redis user should not be allowed to do (see the README's ACL), and
+    # consumers enforce the cap on the shards they own. The high-water mark bounds Redis memory meanwhile.
+    producer_hard_cap: bool = False
     trim_interval_s: float = 5.0
     # Other consumers idle this long on a shard, with nothing pending there, are removed from its group.
     consumer_expiry_ms: int = 3_600_000
     max_entry_bytes: int = 1_048_576
+    # A snapshot with more markets, or a market with more outcomes, is dead-lettered before it is decoded:
+    # its size alone would cost memory and time for the rest of the batch.
+    max_markets: int = 10_000
+    max_outcomes: int = 1_000
     redis_timeout_s: float = 2.0
     producer_buffer: int = 100_000
     # Producers hold entries back once Redis uses this share of its maxmemory, so that consumers keep the
@@ -55,8 +70,9 @@ class Settings:
     def __post_init__(self) -> None:
         if self.shards < 1:
             raise SettingsError("shards must be at least 1")
-        if self.batch_size < 1:
-            raise SettingsError("batch_size must be at least 1")
+        for name in ("batch_size", "max_markets", "max_outcomes"):
+            if getattr(self, name) < 1:
+                raise SettingsError(f"{name} must be at least 1")
         if not 0 < self.producer_high_water <= 1:
             raise SettingsError("producer_high_water is a share of maxmemory: above 0, at most 1")
         if self.fingerprint_expiry_s < 1:
@@ -65,6 +81,14 @@ class Settings:
             raise SettingsError(
                 "claim_idle_ms must exceed db_deadline_s, or reclaim would take work from a live consumer"
             )
+
+    def __repr__(self) -> str:
+        # The URLs carry passwords: a settings object printed in a traceback or a log must not show them.
+        shown = ", ".join(
+            f"{f.name}={redact(v) if isinstance(v := getattr(self, f.name), str) else v!r}"
+            for f in fields(self)
+        )
+        return f"Settings({shown})"
 
     @property
     def keys(self) -> Keys:
@@ -76,12 +100,15 @@ class Settings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
-        """Read REDIS_URL, DATABASE_URL and ODDS_<FIELD> variables; keyword overrides (CLI flags) win."""
+        """Read REDIS_URL, DATABASE_URL and ODDS_<FIELD> variables; keyword overrides (CLI flags) win.
+
+        REDIS_URL_FILE and DATABASE_URL_FILE name files holding the URL instead, read here, once.
+        """
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
         for field in fields(cls):
             name = field.name.upper()
-            raw = env.get(name) if name in ("REDIS_URL", "DATABASE_URL") else env.get(ENV_PREFIX + name)
+            raw = _from_file_or_env(env, name) if name in UNPREFIXED else env.get(ENV_PREFIX + name)
             if raw is not None:
                 values[field.name] = _parse(field.name, raw, type(getattr(cls, field.name)))
         values.update({k: v for k, v in overrides.items() if v is not None})
@@ -94,7 +121,24 @@ class Settings:
         return replace(self, **changes)
 
 
+def _from_file_or_env(env: Mapping[str, str], name: str) -> str | None:
+    path = env.get(name + FILE_SUFFIX)
+    if path is None:
+        return env.get(name)
+    if name in env:
+        raise SettingsError(f"{name} and {name}{FILE_SUFFIX} are both set: set one")
+    try:
+        # Secret files often end with a newline; a URL never does.
+        return pathlib.Path(path).read_text().strip()
+    except OSError as exc:
+        raise SettingsError(f"{name}{FILE_SUFFIX}: cannot read {path}: {exc.strerror}") from exc
+
+
 def _parse(name: str, raw: str, kind: type) -> Any:
+    if kind is bool:
+        if raw.strip().lower() not in _TRUE + _FALSE:
+            raise SettingsError(f"{name}: cannot read {raw!r} as a yes or no; use 1 or 0")
+        return raw.strip().lower() in _TRUE
     try:
         return kind(raw)
     except ValueError as exc:

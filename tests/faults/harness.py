@@ -250,7 +250,7 @@ class FaultRun:
                 connect(settings.redis_url, settings.redis_timeout_s),
                 settings.keys,
                 settings.producer_buffer,
-                settings.stream_hard_cap,
+                settings.stream_hard_cap if settings.producer_hard_cap else None,
                 settings.producer_high_water,
                 on_delivery=self.accepted.extend,
             )

@@ -396,7 +396,9 @@ def test_tiny_stream_cap_with_a_stalled_consumer_counts_what_it_forces_out(tmp_p
     # Given a hard cap of 30 entries per shard, far below what piles up behind a frozen consumer
     cap = 30
     with FaultRun("tiny stream cap, stalled consumer", tmp_path, RunConfig(consumers=1)) as run:
-        run.settings = run.settings.with_(stream_hard_cap=cap)
+        # The producer enforces the cap too (it is off by default): the consumer is frozen, so only the
+        # producer can trim meanwhile
+        run.settings = run.settings.with_(stream_hard_cap=cap, producer_hard_cap=True)
         consumer = run.start_consumer("c0", env={"ODDS_STREAM_HARD_CAP": str(cap)})
         publish_for(run, 1.5)
         # When the consumer stalls while the producer publishes cycles, each one near the cap on its own
