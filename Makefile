@@ -27,12 +27,12 @@ bench: install
 	$(PY) -m tests.bench
 
 lint: install
-	$(VENV)/bin/ruff check producer consumer shared tests
-	$(VENV)/bin/ruff format --check producer consumer shared tests
+	$(VENV)/bin/ruff check producer consumer shared tests deploy
+	$(VENV)/bin/ruff format --check producer consumer shared tests deploy
 
 format: install
-	$(VENV)/bin/ruff format producer consumer shared tests
-	$(VENV)/bin/ruff check --fix producer consumer shared tests
+	$(VENV)/bin/ruff format producer consumer shared tests deploy
+	$(VENV)/bin/ruff check --fix producer consumer shared tests deploy
 
 mypy: install
 	$(VENV)/bin/mypy
@@ -40,6 +40,7 @@ mypy: install
 all: lint mypy test
 
 up:
+	python3 deploy/make_secrets.py
 	docker compose up -d --build
 
 down:

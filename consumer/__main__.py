@@ -6,20 +6,24 @@ import argparse
 import json
 import sys
 
+import psycopg
 import redis
+import sqlalchemy.exc
 import structlog
 
 from consumer import demo
 from consumer.daemon import Daemon
 from consumer.dlq import DeadLetters, Selection
 from consumer.dlq import render as render_letters
+from consumer.errors import db_access_refused
 from consumer.migrate import create_database_if_missing, upgrade
 from consumer.status import Thresholds, collect, render
-from shared.cli import add_connection_options, settings_from
+from shared.cli import EXIT_REFUSED, EXIT_SETTINGS, add_connection_options, settings_from
 from shared.keys import Keys
 from shared.logs import configure, redact
 from shared.redis_client import connect
-from shared.settings import Settings
+from shared.redis_errors import access_refused, what_to_fix
+from shared.settings import Settings, SettingsError
 
 log = structlog.get_logger("consumer")
 
@@ -32,24 +36,40 @@ def main(argv: list[str] | None = None) -> int:
     configure(args.log_level, args.log_json)
     if args.command == "demo":
         return demo.main()
+    try:
+        run_flags = ("name", "batch_size", "metrics_port") if args.command == "run" else ()
+        settings = settings_from(
+            args, **{"consumer" if f == "name" else f: getattr(args, f) for f in run_flags}
+        )
+    except SettingsError as exc:
+        print(f"{args.command}: {exc}", file=sys.stderr)
+        return EXIT_SETTINGS
     if args.command == "run":
-        return Daemon(
-            settings_from(
-                args, consumer=args.name, batch_size=args.batch_size, metrics_port=args.metrics_port
-            )
-        ).run()
-    settings = settings_from(args)
+        return Daemon(settings).run()
     if args.command == "migrate":
-        if create_database_if_missing(settings.database_url):
-            log.info("database_created", database=settings.database_url)
-        upgrade(settings.database_url)
-        log.info("migrated", database=settings.database_url)
-        return 0
+        return migrate(settings)
     try:
         return status(args, settings) if args.command == "status" else dlq(args, settings)
     except redis.RedisError as exc:
+        if access_refused(exc):
+            print(f"{args.command}: {what_to_fix(exc, 'operator')}", file=sys.stderr)
+            return EXIT_REFUSED
         print(f"redis at {redact(settings.redis_url)} cannot be asked: {exc}", file=sys.stderr)
         return EXIT_UNREACHABLE
+
+
+def migrate(settings: Settings) -> int:
+    try:
+        if create_database_if_missing(settings.database_url):
+            log.info("database_created", database=settings.database_url)
+        upgrade(settings.database_url)
+    except (psycopg.Error, sqlalchemy.exc.DBAPIError) as exc:
+        cause = exc.orig if isinstance(exc, sqlalchemy.exc.DBAPIError) else exc
+        refused = isinstance(cause, psycopg.Error) and db_access_refused(cause)
+        print(f"migrate: postgres at {redact(settings.database_url)}: {str(cause).strip()}", file=sys.stderr)
+        return EXIT_REFUSED if refused else EXIT_UNREACHABLE
+    log.info("migrated", database=settings.database_url)
+    return 0
 
 
 def status(args: argparse.Namespace, settings: Settings) -> int:

@@ -19,7 +19,7 @@ import redis
 import structlog
 
 from consumer.batch import BatchProcessor, Limits, PreparedBatch
-from consumer.errors import Transient, Unavailable, classify_redis_error
+from consumer.errors import Refused, Transient, Unavailable, classify_redis_error
 from consumer.leases import Leases
 from consumer.memory_watch import MemoryWatch
 from consumer.metrics import ConsumerMetrics
@@ -27,7 +27,8 @@ from consumer.stream import NEW, OWN_HISTORY, Outcome, ShardStreams
 from consumer.sweep import FingerprintSweep
 from consumer.writer import Writer
 from shared.backoff import compute_backoff
-from shared.memory import eviction_risk, read_memory
+from shared.cli import EXIT_REFUSED
+from shared.memory import RedisMemory, eviction_risk, read_memory
 from shared.redis_client import connect
 from shared.settings import Settings
 from shared.trim import trim
@@ -67,11 +68,17 @@ class Daemon:
         self._retry_cap_s = min(10.0, settings.claim_idle_ms / 5000)
 
     def run(self) -> int:
+        """Run until stopped: 0 after a stop, EXIT_REFUSED when Redis or Postgres refuses this consumer."""
         self._install_signals()
         _tune_garbage_collector()
         structlog.contextvars.bind_contextvars(
             stream=self.settings.stream, group=self.settings.group, consumer=self.name
         )
+        try:
+            memory = self._check_access()
+        except Refused as exc:
+            log.error("consumer_refused", error=str(exc))
+            return EXIT_REFUSED
         log.info(
             "consumer_started",
             redis=self.settings.redis_url,
@@ -79,8 +86,24 @@ class Daemon:
             shards=self.settings.shards,
             metrics_port=self.settings.metrics_port,
         )
-        self._check_memory_policy()
+        _log_memory_policy(memory)
         server = self.metrics.serve(self.settings.metrics_port) if self.settings.metrics_port else None
+        try:
+            self._loop()
+        except Refused as exc:
+            # Leases and pending entries are left to their TTL and the next owner, as after a crash:
+            # giving them back would only be refused too.
+            log.error("consumer_refused", error=str(exc))
+            self._committer.shutdown()
+            self.writer.discard()
+            return EXIT_REFUSED
+        finally:
+            if server is not None:
+                server.shutdown()
+        log.info("consumer_stopped")
+        return 0
+
+    def _loop(self) -> None:
         failures = 0
         while not self.stopping:
             try:
@@ -102,26 +125,28 @@ class Daemon:
         if batch is not None:
             self._process(batch)
         self._release()
-        if server is not None:
-            server.shutdown()
-        log.info("consumer_stopped")
-        return 0
 
-    def _check_memory_policy(self) -> None:
-        """Say at start whether Redis could evict what the pipeline needs, and how full it is."""
+    def _check_access(self) -> RedisMemory | None:
+        """Fail at start, once, when a server refuses this consumer; one that cannot be reached yet is
+        waited for by the loop, as it would be later.
+
+        The first lease round and the memory reading run here, ahead of the loop, so that the credentials
+        and most permissions are proven before the consumer says it started. Returns the memory reading.
+        """
+        memory = None
         try:
+            self._maintain_leases(force=True)
             memory = read_memory(self.client)
         except redis.RedisError as exc:
-            log.warning("redis_memory_unknown", error=str(exc))
-            return
-        risk = eviction_risk(memory)
-        (log.error if risk else log.info)(
-            "redis_memory_checked",
-            used_bytes=memory.used_bytes,
-            max_bytes=memory.max_bytes,
-            policy=memory.policy,
-            **({"risk": risk} if risk else {}),
-        )
+            error = classify_redis_error(exc)
+            if isinstance(error, Refused):
+                raise error from exc
+            log.warning("redis_not_reachable_at_start", error=str(error))
+        try:
+            self.writer.check()
+        except Transient as exc:
+            log.warning("postgres_not_reachable_at_start", error=str(exc))
+        return memory
 
     def step(self) -> bool:
         """One round: leases, one batch if any (prefetched or read now), trimming if due.
@@ -232,7 +257,10 @@ class Daemon:
                 log.info("batch_committed", entries=len(batch.entries), **outcome.counts)
                 return
             except redis.RedisError as exc:
-                error = classify_redis_error(exc)
+                classified = classify_redis_error(exc)
+                if isinstance(classified, Refused):
+                    raise classified from exc
+                error = classified
             except Transient as exc:
                 error = exc
             log.warning("batch_retrying", cause=error.cause, error=str(error), attempt=attempt)
@@ -305,6 +333,21 @@ class Daemon:
 
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
+
+
+def _log_memory_policy(memory: RedisMemory | None) -> None:
+    """Say at start whether Redis could evict what the pipeline needs, and how full it is."""
+    if memory is None:
+        log.warning("redis_memory_unknown")
+        return
+    risk = eviction_risk(memory)
+    (log.error if risk else log.info)(
+        "redis_memory_checked",
+        used_bytes=memory.used_bytes,
+        max_bytes=memory.max_bytes,
+        policy=memory.policy,
+        **({"risk": risk} if risk else {}),
+    )
 
 
 def _tune_garbage_collector() -> None:

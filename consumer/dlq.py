@@ -15,6 +15,7 @@ import redis
 import structlog
 
 from shared.keys import Keys, shard_of
+from shared.redis_errors import remember_script
 
 log = structlog.get_logger(__name__)
 
@@ -101,6 +102,7 @@ class DeadLetters:
     def __init__(self, client: redis.Redis, keys: Keys) -> None:
         self._client = client
         self._keys = keys
+        remember_script("dlq replay", _REPLAY)
         self._replay = client.register_script(_REPLAY)
 
     def count(self) -> int:

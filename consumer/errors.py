@@ -9,7 +9,7 @@ from __future__ import annotations
 import psycopg
 import redis
 
-from shared.redis_errors import Condition, condition, describe
+from shared.redis_errors import Condition, access_refused, condition, describe, what_to_fix
 
 
 class Transient(Exception):
@@ -24,6 +24,11 @@ class Unavailable(Transient):
     cause = "unavailable"
 
 
+class Refused(Exception):
+    """Redis or Postgres refuses this consumer: credentials, a missing permission, a certificate that does
+    not verify. No retry helps and retrying for ever would hide it: the daemon stops, saying what to fix."""
+
+
 class BatchDataError(Exception):
     """Postgres rejected the data of some entry in the batch (class 22 or 23): find it and dead-letter it."""
 
@@ -34,7 +39,29 @@ _RETRY_STATES = ("57P01", "57P02", "57P03", "40001", "40P01")
 _DATA_CLASSES = ("22", "23")
 
 
+# libpq reports a refused connection without a SQLSTATE; these are its words for refusals no retry fixes:
+# a wrong password or user, no pg_hba.conf line for this client, a certificate that does not verify.
+_REFUSALS = (
+    "password authentication failed",
+    "no pg_hba.conf entry",
+    "certificate verify failed",
+    "does not match host name",
+    "root certificate file",
+)
+_REFUSED_STATES = ("28000", "28P01")  # invalid authorization, invalid password
+
+
+def db_access_refused(exc: psycopg.Error) -> bool:
+    text = str(exc)
+    return exc.sqlstate in _REFUSED_STATES or any(words in text for words in _REFUSALS)
+
+
 def classify_db_error(exc: psycopg.Error) -> Exception:
+    if db_access_refused(exc):
+        return Refused(
+            f"Postgres refused the consumer ({str(exc).strip()}); fix the credentials or the TLS settings "
+            "(sslrootcert) in DATABASE_URL"
+        )
     state = exc.sqlstate
     if state is None or state.startswith("08") or state in _RETRY_STATES:
         return Transient(f"postgres: {type(exc).__name__}: {exc}".strip())
@@ -43,11 +70,14 @@ def classify_db_error(exc: psycopg.Error) -> Exception:
     return Unavailable(f"postgres error {state}: {exc}".strip())
 
 
-def classify_redis_error(exc: redis.RedisError) -> Transient:
-    """Every Redis failure is retried; only a connection that comes back by itself is merely transient.
+def classify_redis_error(exc: redis.RedisError) -> Transient | Refused:
+    """Every Redis failure is retried, but a refusal of this consumer; only a connection that comes back by
+    itself is merely transient.
 
-    A full Redis, a demoted master, failing persistence or refused credentials all need a person.
+    A full Redis, a demoted master or failing persistence need a person, but end by themselves once fixed.
     """
+    if access_refused(exc):
+        return Refused(what_to_fix(exc, "consumer"))
     if condition(exc) is Condition.UNREACHABLE:
         return Transient(describe(exc))
     return Unavailable(describe(exc))

@@ -11,17 +11,20 @@ import shlex
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from types import TracebackType
 from typing import IO, Self
+from urllib.parse import quote
 
 import psycopg
 from psycopg import sql
 
-__all__ = ["PostgresServer", "RedisServer", "free_port", "postgres_bin_dir"]
+__all__ = ["PostgresServer", "RedisServer", "TLSFiles", "free_port", "postgres_bin_dir"]
 
 _START_TIMEOUT_S = 10.0
 _STOP_TIMEOUT_S = 15.0
@@ -100,22 +103,48 @@ def _signal_quietly(pid: int, signum: signal.Signals) -> None:
         os.kill(pid, signum)
 
 
-def _redis_ready(port: int, pid: int) -> bool:
+@dataclass(frozen=True)
+class TLSFiles:
+    """A server's certificate and key (PEM), and the CA certificate clients verify it with."""
+
+    ca: pathlib.Path
+    cert: pathlib.Path
+    key: pathlib.Path
+
+
+def _command(*words: str) -> bytes:
+    """One command in the Redis protocol: safe for any bytes in the words, unlike an inline command."""
+    parts = [f"*{len(words)}\r\n".encode()]
+    for word in words:
+        raw = word.encode()
+        parts += [f"${len(raw)}\r\n".encode(), raw, b"\r\n"]
+    return b"".join(parts)
+
+
+def _redis_ready(port: int, pid: int, ca: pathlib.Path | None, auth: tuple[str, str] | None) -> bool:
     # Ready: the server answering on port is process pid (not some other server) and has loaded its data.
+    hello = _command("AUTH", *auth) if auth else b""
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1.0) as sock:
-            sock.sendall(b"PING\r\nINFO server\r\n")
-            reply = b""
-            while b"\r\n" not in reply.partition(b"process_id:")[2]:
-                chunk = sock.recv(4096)
-                if not chunk:
-                    return False
-                reply += chunk
+        with socket.create_connection(("127.0.0.1", port), timeout=1.0) as raw:
+            sock = (
+                ssl.create_default_context(cafile=str(ca)).wrap_socket(raw, server_hostname="127.0.0.1")
+                if ca
+                else raw
+            )
+            with sock:
+                sock.sendall(hello + b"PING\r\nINFO server\r\n")
+                reply = b""
+                while b"\r\n" not in reply.partition(b"process_id:")[2]:
+                    chunk = sock.recv(4096)
+                    if not chunk:
+                        return False
+                    reply += chunk
     except OSError:
         return False
     # A server still replaying its AOF answers PING with -LOADING.
     answering_pid = reply.partition(b"process_id:")[2].split(b"\r\n", 1)[0]
-    return reply.startswith(b"+PONG") and answering_pid == str(pid).encode()
+    expected = (b"+OK\r\n" if auth else b"") + b"+PONG"
+    return reply.startswith(expected) and answering_pid == str(pid).encode()
 
 
 class _Server:
@@ -156,6 +185,9 @@ class RedisServer(_Server):
 
     appendfsync None runs without any persistence; "always" or "everysec" turns the AOF on with that
     fsync policy, and the AOF in workdir survives kill() + restart().
+
+    With tls it listens with TLS only, on its port. With an aclfile in config (and the default user off),
+    admin names the user and password that checks it is up.
     """
 
     def __init__(
@@ -164,19 +196,30 @@ class RedisServer(_Server):
         port: int | None = None,
         appendfsync: str | None = None,
         config: Mapping[str, str] | None = None,
+        tls: TLSFiles | None = None,
+        admin: tuple[str, str] | None = None,
     ) -> None:
         if appendfsync not in (None, "always", "everysec", "no"):
             raise ValueError(f"unsupported appendfsync policy: {appendfsync!r}")
         self.port: int = port if port is not None else free_port()
         self._appendfsync = appendfsync
         self._config = dict(config or {})  # more redis-server options, such as maxmemory
+        self.tls = tls
+        self._admin = admin
         self._dir = pathlib.Path(workdir) / f"redis-{self.port}"
         self._log_path = pathlib.Path(workdir) / f"redis-{self.port}.log"
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return self.url_for()
+
+    def url_for(self, user: str | None = None, password: str | None = None) -> str:
+        """The URL a client connects with, as that user; with TLS, verifying the server against the CA."""
+        login = f"{quote(user or '', safe='')}:{quote(password, safe='')}@" if password is not None else ""
+        if self.tls is None:
+            return f"redis://{login}127.0.0.1:{self.port}/0"
+        return f"rediss://{login}127.0.0.1:{self.port}/0?ssl_ca_certs={quote(str(self.tls.ca))}"
 
     @property
     def pid(self) -> int | None:
@@ -184,7 +227,13 @@ class RedisServer(_Server):
         return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
 
     def _command(self) -> list[str]:
-        cmd = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self._dir)]
+        cmd = ["redis-server", "--bind", "127.0.0.1", "--dir", str(self._dir)]
+        if self.tls is None:
+            cmd += ["--port", str(self.port)]
+        else:
+            cmd += ["--port", "0", "--tls-port", str(self.port), "--tls-auth-clients", "no"]
+            cmd += ["--tls-cert-file", str(self.tls.cert), "--tls-key-file", str(self.tls.key)]
+            cmd += ["--tls-ca-cert-file", str(self.tls.ca)]
         cmd += ["--daemonize", "no", "--save", ""]
         if self._appendfsync is None:
             cmd += ["--appendonly", "no"]
@@ -204,7 +253,8 @@ class RedisServer(_Server):
             )
         _live.add(self)
         deadline = time.monotonic() + _START_TIMEOUT_S
-        while not _redis_ready(self.port, self._proc.pid):
+        ca = self.tls.ca if self.tls else None
+        while not _redis_ready(self.port, self._proc.pid, ca, self._admin):
             if self._proc.poll() is not None or time.monotonic() > deadline:
                 self.kill()
                 raise RuntimeError(f"redis on port {self.port} did not start:\n{_log_tail(self._log_path)}")
@@ -252,9 +302,18 @@ class PostgresServer(_Server):
     When running as root the cluster lives in a private directory owned by the postgres user (see
     data_dir), because the server refuses to run as root and workdir may not be reachable by that user;
     it is removed on context exit. Logs always go to workdir.
+
+    With a password, user postgres authenticates over TCP with scram-sha-256; with tls, the server has
+    ssl=on and refuses TCP connections without TLS. url_for then carries the password and verify-full.
     """
 
-    def __init__(self, workdir: pathlib.Path, port: int | None = None) -> None:
+    def __init__(
+        self,
+        workdir: pathlib.Path,
+        port: int | None = None,
+        password: str | None = None,
+        tls: TLSFiles | None = None,
+    ) -> None:
         bin_dir = postgres_bin_dir()
         if bin_dir is None:
             raise RuntimeError("no Postgres binaries found (initdb/pg_ctl)")
@@ -272,13 +331,21 @@ class PostgresServer(_Server):
             _private_dirs.add(self._private_dir)
             self._runtime_dir = self._private_dir
         self.data_dir = self._runtime_dir / f"pgdata-{self.port}"
+        self.password = password
+        self.tls = tls
 
     @property
     def url(self) -> str:
         return self.url_for("postgres")
 
-    def url_for(self, database: str) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+    def url_for(self, database: str, password: str | None = None) -> str:
+        """The URL of a database as user postgres, with the server's password unless another is given."""
+        secret = self.password if password is None else password
+        login = "postgres" + (f":{quote(secret, safe='')}" if secret is not None else "")
+        url = f"postgresql://{login}@127.0.0.1:{self.port}/{database}"
+        if self.tls is not None:
+            url += f"?sslmode=verify-full&sslrootcert={quote(str(self.tls.ca))}"
+        return url
 
     @property
     def pid(self) -> int | None:
@@ -322,16 +389,55 @@ class PostgresServer(_Server):
         (self._runtime_dir / f".s.PGSQL.{self.port}.lock").unlink(missing_ok=True)
         with open(self._log_path, "ab") as log:
             if not (self.data_dir / "PG_VERSION").exists():
-                # --no-sync only skips flushing initdb's own output; the server runs with fsync=on.
-                initdb = ["initdb", "-D", str(self.data_dir), "-U", "postgres", "--auth=trust"]
-                self._run([*initdb, "--no-sync", "-E", "UTF8", "--locale=C"], log)
+                self._initdb(log)
             # pg_ctl hands -o to a shell, hence the quoting of the socket directory.
             options = f"-h 127.0.0.1 -p {self.port} -k {shlex.quote(str(self._runtime_dir))}"
+            if self.tls is not None:
+                options += " -c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key"
             pg_ctl = ["pg_ctl", "-D", str(self.data_dir), "-w", "-t", str(int(_START_TIMEOUT_S * 3))]
             # Registered before pg_ctl: a start that times out may still leave a postmaster behind.
             _live.add(self)
             self._run([*pg_ctl, "-o", options, "start"], log, _START_TIMEOUT_S * 4)
         self._wait_accepting()
+
+    def _initdb(self, log: IO[bytes]) -> None:
+        # --no-sync only skips flushing initdb's own output; the server runs with fsync=on.
+        initdb = [
+            "initdb",
+            "-D",
+            str(self.data_dir),
+            "-U",
+            "postgres",
+            "--no-sync",
+            "-E",
+            "UTF8",
+            "--locale=C",
+        ]
+        if self.password is None:
+            self._run([*initdb, "--auth=trust"], log)
+        else:
+            pwfile = self._private_file("pwfile", self.password.encode())
+            self._run([*initdb, "--auth-local=trust", "--auth-host=scram-sha-256", f"--pwfile={pwfile}"], log)
+            pwfile.unlink()
+        if self.tls is None:
+            return
+        self._private_file(self.data_dir / "server.crt", self.tls.cert.read_bytes())
+        self._private_file(self.data_dir / "server.key", self.tls.key.read_bytes())
+        method = "trust" if self.password is None else "scram-sha-256"
+        hba = (
+            f"local all all trust\nhostssl all all 127.0.0.1/32 {method}\nhost all all 127.0.0.1/32 reject\n"
+        )
+        self._private_file(self.data_dir / "pg_hba.conf", hba.encode())
+
+    def _private_file(self, path: pathlib.Path | str, content: bytes) -> pathlib.Path:
+        """A file only the server's user can read (Postgres refuses a key others can read)."""
+        target = self._runtime_dir / path
+        target.write_bytes(content)
+        target.chmod(0o600)
+        if self._run_as is not None:
+            user = pwd.getpwnam(self._run_as)
+            os.chown(target, user.pw_uid, user.pw_gid)
+        return target
 
     def _wait_accepting(self) -> None:
         deadline = time.monotonic() + _START_TIMEOUT_S

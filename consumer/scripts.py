@@ -11,7 +11,11 @@ from importlib.resources import files
 import redis
 from redis.commands.core import Script
 
+from shared.redis_errors import remember_script
+
 
 def load(client: redis.Redis, name: str) -> Script:
     """Register consumer/lua/NAME.lua; redis-py loads it again by itself when Redis answers NOSCRIPT."""
-    return client.register_script((files("consumer") / "lua" / f"{name}.lua").read_text())
+    source = (files("consumer") / "lua" / f"{name}.lua").read_text()
+    remember_script(f"consumer/lua/{name}.lua", source)
+    return client.register_script(source)

@@ -86,6 +86,14 @@ class Writer:
             self.discard()
             raise classify_db_error(exc) from exc
 
+    def check(self) -> None:
+        """Connect now, so that a refusal (credentials, TLS) shows at start, not with the first batch."""
+        try:
+            self._connect()
+        except psycopg.Error as exc:
+            self.discard()
+            raise classify_db_error(exc) from exc
+
     def discard(self) -> None:
         """Drop the connection: after a failure mid-transaction its state is unknown, so never reuse it."""
         conn, self._conn = self._conn, None

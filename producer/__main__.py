@@ -10,11 +10,13 @@ from types import FrameType
 
 import structlog
 
+from producer.core import PublishRefused
 from producer.metrics import serve
 from producer.publisher import Publisher
 from producer.simulator import SimulationSpec, Simulator
-from shared.cli import add_connection_options, settings_from
+from shared.cli import EXIT_REFUSED, EXIT_SETTINGS, add_connection_options, settings_from
 from shared.logs import configure
+from shared.settings import SettingsError
 
 log = structlog.get_logger("producer")
 
@@ -45,11 +47,20 @@ def main(argv: list[str] | None = None) -> int:
         change_rate=args.change_rate,
         seed=args.seed,
     )
-    settings = settings_from(args, metrics_port=args.metrics_port)
+    try:
+        settings = settings_from(args, metrics_port=args.metrics_port)
+    except SettingsError as exc:
+        print(f"simulate: {exc}", file=sys.stderr)
+        return EXIT_SETTINGS
     publisher = Publisher.from_settings(settings)
     if settings.metrics_port:
         serve(publisher, settings.metrics_port)
-    return simulate(publisher, spec, args.cycles, args.interval_s)
+    try:
+        return simulate(publisher, spec, args.cycles, args.interval_s)
+    except PublishRefused as exc:
+        # No wait fixes it: one line saying what to fix, and a code a supervisor shows, not a retry loop.
+        log.error("producer_refused", error=str(exc))
+        return EXIT_REFUSED
 
 
 def simulate(publisher: Publisher, spec: SimulationSpec, cycles: int, interval_s: float) -> int:

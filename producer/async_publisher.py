@@ -22,7 +22,7 @@ import structlog
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from producer.core import DeliveryReport, PublishCore, PublishRefused, PublishResult
+from producer.core import HARD_CAP_COMMANDS, DeliveryReport, PublishCore, PublishRefused, PublishResult
 from shared.keys import Keys
 from shared.memory import memory_from_info
 from shared.redis_client import connect
@@ -186,7 +186,10 @@ class AsyncPublisher:
                 sent += delivered
                 if delivered < len(chunk):
                     break
-            if sent and self._hard_cap_client is not None:
+        except redis.RedisError as exc:
+            core.failed(exc, time.monotonic())
+        if sent and self._hard_cap_client is not None:
+            try:
                 await asyncio.to_thread(
                     enforce_hard_cap,
                     self._hard_cap_client,
@@ -194,6 +197,6 @@ class AsyncPublisher:
                     self._hard_cap,
                     self._keys.stats,
                 )
-        except redis.RedisError as exc:
-            core.failed(exc, time.monotonic())
+            except redis.RedisError as exc:
+                core.failed(exc, time.monotonic(), HARD_CAP_COMMANDS)
         return sent

@@ -19,7 +19,7 @@ from producer.encoding import FeedEncoding
 from shared.backoff import compute_backoff
 from shared.keys import Keys, shard_of
 from shared.memory import RedisMemory
-from shared.redis_errors import Condition, condition, describe
+from shared.redis_errors import Condition, condition, describe, what_to_fix
 from shared.wire import Snapshot, envelope_fields
 
 log = structlog.get_logger("producer")
@@ -31,6 +31,12 @@ HIGH_WATER = "high_water"  # the reason entries are held back when Redis is at t
 MEMORY_RECHECK_S = 1.0
 ENTRY_OVERHEAD_BYTES = 64  # an entry's id and field names in the stream, on top of its values
 
+
+# What a refusal of the hard cap's commands means (see the producer_hard_cap setting).
+HARD_CAP_COMMANDS = (
+    "ODDS_PRODUCER_HARD_CAP=1: enforcing the hard cap needs XLEN, XINFO GROUPS, XPENDING and XTRIM; set it "
+    "to 0 to leave the cap to the consumers"
+)
 
 # Called with the snapshots Redis took, after each pipeline, in the order they were sent.
 DeliveryReport = Callable[[list[Snapshot]], None]
@@ -174,7 +180,7 @@ class PublishCore:
             self._log_dropped(len(superseded))
         kept = [chunk[i] for i in failed if newest_sent.get(chunk[i].feed, -1) < i]
         self._put_back(kept)
-        self.failed(first, now)
+        self.failed(first, now, f"XADD {chunk[failed[0]].stream}")
         return len(sent)
 
     def lost_contact(self, chunk: list[Pending], exc: redis.RedisError, now: float) -> None:
@@ -183,11 +189,14 @@ class PublishCore:
         self._put_back(chunk)
         self.failed(exc, now)
 
-    def failed(self, exc: redis.RedisError, now: float) -> None:
-        """A call to Redis failed: wait with backoff, or raise what a person must fix."""
+    def failed(self, exc: redis.RedisError, now: float, command: str | None = None) -> None:
+        """A call to Redis failed: wait with backoff, or raise what a person must fix.
+
+        command names the call when known: Redis names a missing command, but not a key it refused.
+        """
         kind = condition(exc)
         if kind is Condition.REFUSED:
-            raise PublishRefused(refusal_message(exc)) from exc
+            raise PublishRefused(refusal_message(exc, command)) from exc
         self._hold(kind.value, now, error=describe(exc))
 
     def _put_back(self, entries: list[Pending]) -> None:
@@ -229,11 +238,13 @@ class PublishCore:
         )
 
 
-def refusal_message(exc: redis.RedisError) -> str:
+def refusal_message(exc: redis.RedisError, command: str | None = None) -> str:
     text = str(exc)
     if isinstance(exc, redis.exceptions.NoPermissionError) and "'info'" in text.lower():
         return (
             f"Redis refused INFO ({text}): the producer reads memory use for its high-water mark; grant the "
             "producer's Redis user +info, or set ODDS_PRODUCER_HIGH_WATER=1 to turn the mark off"
         )
-    return f"Redis refused the producer ({describe(exc)}); fix the credentials or permissions in REDIS_URL"
+    if isinstance(exc, redis.exceptions.NoPermissionError) and command is not None:
+        exc = redis.exceptions.NoPermissionError(f"{text} ({command})")
+    return what_to_fix(exc, "producer")

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 
 import redis
 
-from producer.core import DeliveryReport, PublishCore, PublishResult
+from producer.core import HARD_CAP_COMMANDS, DeliveryReport, PublishCore, PublishResult
 from shared.backlog import group_backlog
 from shared.keys import Keys
 from shared.memory import read_memory
@@ -98,10 +98,13 @@ class Publisher:
                 sent += delivered
                 if delivered < len(chunk):
                     break
-            if sent and self._hard_cap is not None:
-                enforce_hard_cap(self._client, self._keys.all_shards(), self._hard_cap, self._keys.stats)
         except redis.RedisError as exc:
             core.failed(exc, time.monotonic())
+        if sent and self._hard_cap is not None:
+            try:
+                enforce_hard_cap(self._client, self._keys.all_shards(), self._hard_cap, self._keys.stats)
+            except redis.RedisError as exc:
+                core.failed(exc, time.monotonic(), HARD_CAP_COMMANDS)
         return sent
 
     def progress(self) -> dict[str, int]:

@@ -7,6 +7,9 @@ from typing import Any
 
 from shared.settings import Settings
 
+EXIT_SETTINGS = 2  # a setting or flag is unusable (argparse's own code for bad usage)
+EXIT_REFUSED = 4  # a server refuses this process: credentials, permissions, certificates
+
 
 def add_connection_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--redis-url", help="Redis URL (env REDIS_URL)")

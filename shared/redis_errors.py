@@ -7,6 +7,9 @@ passing outage from one that needs a person.
 
 from __future__ import annotations
 
+import hashlib
+import re
+import ssl
 from enum import StrEnum
 
 import redis
@@ -24,9 +27,55 @@ class Condition(StrEnum):
 _PASSING_REPLIES = ("LOADING", "BUSY", "TRYAGAIN", "MASTERDOWN", "CLUSTERDOWN")
 
 
+def access_refused(exc: redis.RedisError) -> bool:
+    """Whether Redis refuses this client itself: a wrong password, a missing ACL permission, or a server
+    certificate that does not verify. Nothing but a change of configuration helps."""
+    # redis-py makes a refused password or a denied AUTH a ConnectionError, and so a failed certificate
+    # check, which it raises while handling the ssl error (the context, not the cause).
+    if isinstance(exc, _CREDENTIALS_REFUSED | redis.exceptions.NoPermissionError):
+        return True
+    # Redis 7.0 reports a command a script may not run without the NOPERM code.
+    if str(exc).startswith(_SCRIPT_REFUSED):
+        return True
+    return _certificate_refused(exc)
+
+
+_SCRIPT_REFUSED = "The user executing the script can't run this command"
+_SCRIPT_LINE = re.compile(r"script: (?P<sha>[0-9a-f]{40}), on @user_script:(?P<line>\d+)")
+_CALL = re.compile(r"redis\.p?call\(\s*'(?P<command>[A-Za-z]+)'(?:\s*,\s*'(?P<sub>[A-Z]+)')?")
+_SCRIPTS: dict[str, tuple[str, str]] = {}  # SHA-1, as Redis names a script -> (name, source)
+
+
+def remember_script(name: str, source: str) -> None:
+    """Know a script by the SHA-1 Redis names it by, so that a refusal inside it can name the command."""
+    _SCRIPTS[hashlib.sha1(source.encode()).hexdigest()] = (name, source)
+
+
+def _refused_in_script(text: str) -> str | None:
+    """The command a script was refused, read from the script's line that Redis names."""
+    found = _SCRIPT_LINE.search(text)
+    known = _SCRIPTS.get(found["sha"]) if found else None
+    if found is None or known is None:
+        return None
+    name, source = known
+    lines = source.splitlines()
+    number = int(found["line"])
+    calls = _CALL.findall(lines[number - 1]) if 0 < number <= len(lines) else []
+    commands = " or ".join(f"{c}|{sub}".lower() if sub else c.lower() for c, sub in calls) or "a command"
+    return f"the script {name} may not run {commands} (its line {number})"
+
+
+_CREDENTIALS_REFUSED = redis.AuthenticationError | redis.exceptions.AuthorizationError
+
+
+def _certificate_refused(exc: redis.RedisError) -> bool:
+    return isinstance(exc, redis.ConnectionError) and (
+        isinstance(exc.__context__, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(exc)
+    )
+
+
 def condition(exc: redis.RedisError) -> Condition:
-    # redis-py makes a refused password or a denied AUTH a ConnectionError: test those first.
-    if isinstance(exc, redis.AuthenticationError | redis.exceptions.AuthorizationError):
+    if access_refused(exc):
         return Condition.REFUSED
     if isinstance(exc, redis.ConnectionError | redis.TimeoutError):
         return Condition.UNREACHABLE
@@ -44,3 +93,19 @@ def condition(exc: redis.RedisError) -> Condition:
 
 def describe(exc: redis.RedisError) -> str:
     return f"redis: {type(exc).__name__}: {exc}"
+
+
+def what_to_fix(exc: redis.RedisError, who: str, url_variable: str = "REDIS_URL") -> str:
+    """One line for a refusal: what Redis said (it names a missing command), and where to fix it."""
+    in_script = _refused_in_script(str(exc))
+    if isinstance(exc, redis.exceptions.NoPermissionError) or str(exc).startswith(_SCRIPT_REFUSED):
+        return (
+            f"Redis refused the {who}: {in_script or exc}; grant it to the {who}'s user in the Redis ACL "
+            "(README, Security) or use a user that has it"
+        )
+    if not isinstance(exc, _CREDENTIALS_REFUSED) and _certificate_refused(exc):
+        return (
+            f"Redis's TLS certificate did not verify ({exc}); point ssl_ca_certs in {url_variable} at the CA "
+            "that signed it"
+        )
+    return f"Redis refused the {who}'s credentials ({type(exc).__name__}: {exc}); fix them in {url_variable}"

@@ -10,10 +10,12 @@ from typing import Any
 import pytest
 import yaml
 
-from shared.settings import ENV_PREFIX, Settings
+from deploy.make_secrets import write_secrets
+from shared.settings import ENV_PREFIX, FILE_SUFFIX, UNPREFIXED, Settings
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-OUR_SERVICES = ("migrate", "consumer", "simulator")
+OUR_SERVICES = ("migrate", "consumer", "simulator", "operator")
+SECRETS_DIR = "/run/secrets/"
 
 
 @pytest.fixture(scope="module")
@@ -28,13 +30,31 @@ def services(compose: dict[str, Any]) -> dict[str, Any]:
     return found
 
 
+@pytest.fixture(scope="module")
+def secret_files(
+    compose: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, pathlib.Path]:
+    """Each compose secret's name, and the file deploy/make_secrets.py writes for it."""
+    written = {path.name: path for path in write_secrets(tmp_path_factory.mktemp("secrets"))}
+    return {name: written[pathlib.Path(s["file"]).name] for name, s in compose["secrets"].items()}
+
+
 def settings_env_names() -> set[str]:
     """Every environment variable Settings.from_env reads."""
     names = set()
     for field in fields(Settings):
         name = field.name.upper()
-        names.add(name if name in ("REDIS_URL", "DATABASE_URL") else ENV_PREFIX + name)
+        names |= {name, name + FILE_SUFFIX} if name in UNPREFIXED else {ENV_PREFIX + name}
     return names
+
+
+def service_env(service: dict[str, Any], secret_files: dict[str, pathlib.Path]) -> dict[str, str]:
+    """A service's environment, its secrets' paths pointing at files make_secrets.py wrote."""
+    env = {k: str(v) for k, v in service["environment"].items()}
+    return {
+        k: str(secret_files[v.removeprefix(SECRETS_DIR)]) if v.startswith(SECRETS_DIR) else v
+        for k, v in env.items()
+    }
 
 
 def args_of(command: list[str], flag: str) -> list[str]:
@@ -92,15 +112,57 @@ def test_two_consumer_replicas_with_distinct_names(services: dict[str, Any]) -> 
 
 
 @pytest.mark.parametrize("service", OUR_SERVICES)
-def test_every_variable_set_is_a_setting_the_code_reads(services: dict[str, Any], service: str) -> None:
+def test_every_variable_set_is_a_setting_the_code_reads(
+    services: dict[str, Any], service: str, secret_files: dict[str, pathlib.Path]
+) -> None:
     # Given the environment compose sets for one of our services
-    env = {k: str(v) for k, v in services[service]["environment"].items()}
+    env = service_env(services[service], secret_files)
     # Then each variable is one Settings reads, and together they make valid settings
     assert set(env) <= settings_env_names()
     Settings.from_env(env)
 
 
-def test_prometheus_scrapes_the_ports_the_services_serve_on(services: dict[str, Any]) -> None:
+@pytest.mark.parametrize("service", [*OUR_SERVICES, "postgres"])
+def test_passwords_come_from_secrets_never_from_the_environment(
+    services: dict[str, Any], service: str, secret_files: dict[str, pathlib.Path]
+) -> None:
+    # Given a service's environment and the secrets it mounts
+    env = {k: str(v) for k, v in services[service]["environment"].items()}
+    # Then no URL or password is set directly, and every file it reads is a secret it mounts
+    assert not {"REDIS_URL", "DATABASE_URL", "POSTGRES_PASSWORD"} & set(env)
+    files = {k: v for k, v in env.items() if k.endswith(FILE_SUFFIX)}
+    assert files, "the service reads no secret"
+    for path in files.values():
+        assert path.removeprefix(SECRETS_DIR) in services[service]["secrets"]
+    assert set(services[service]["secrets"]) <= set(secret_files)
+
+
+def test_redis_loads_its_users_from_a_secret_and_checks_health_as_the_operator(
+    services: dict[str, Any], secret_files: dict[str, pathlib.Path]
+) -> None:
+    # Given the redis service, then it loads the ACL file make_secrets.py writes from the committed rules
+    redis = services["redis"]
+    assert args_of(redis["command"], "--aclfile") == [SECRETS_DIR + "redis_users_acl"]
+    assert "redis_users_acl" in redis["secrets"]
+    assert "user default off" in secret_files["redis_users_acl"].read_text()
+    # And its health check logs in as the operator, since the default user is off
+    assert "redis_operator_url" in " ".join(redis["healthcheck"]["test"])
+
+
+def test_each_service_connects_to_redis_as_its_own_user(services: dict[str, Any]) -> None:
+    users = {
+        s: services[s]["environment"].get("REDIS_URL_FILE") for s in ("consumer", "simulator", "operator")
+    }
+    assert users == {
+        "consumer": SECRETS_DIR + "redis_consumer_url",
+        "simulator": SECRETS_DIR + "redis_producer_url",
+        "operator": SECRETS_DIR + "redis_operator_url",
+    }
+
+
+def test_prometheus_scrapes_the_ports_the_services_serve_on(
+    services: dict[str, Any], secret_files: dict[str, pathlib.Path]
+) -> None:
     # Given the scrape config and the metrics ports set for the consumer and the simulator
     config = yaml.safe_load((ROOT / "deploy" / "prometheus.yml").read_text())
     targets = set()
@@ -111,8 +173,7 @@ def test_prometheus_scrapes_the_ports_the_services_serve_on(services: dict[str, 
             targets |= set(static["targets"])
     # Then each service is scraped where its metrics port is
     for service in ("consumer", "simulator"):
-        env = {k: str(v) for k, v in services[service]["environment"].items()}
-        port = Settings.from_env(env).metrics_port
+        port = Settings.from_env(service_env(services[service], secret_files)).metrics_port
         assert port and f"{service}:{port}" in targets
 
 
