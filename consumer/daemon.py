@@ -135,6 +135,11 @@ class Daemon:
         """
         memory = None
         try:
+            self.client.ping()  # credentials and certificate, before anything is taken
+            try:
+                self.writer.check()
+            except Transient as exc:
+                log.warning("postgres_not_reachable_at_start", error=str(exc))
             self._maintain_leases(force=True)
             memory = read_memory(self.client)
         except redis.RedisError as exc:
@@ -142,10 +147,6 @@ class Daemon:
             if isinstance(error, Refused):
                 raise error from exc
             log.warning("redis_not_reachable_at_start", error=str(error))
-        try:
-            self.writer.check()
-        except Transient as exc:
-            log.warning("postgres_not_reachable_at_start", error=str(exc))
         return memory
 
     def step(self) -> bool:
