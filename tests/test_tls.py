@@ -8,55 +8,28 @@ has ssl=on, scram-sha-256 passwords, and refuses TCP connections without TLS.
 from __future__ import annotations
 
 import json
-import pathlib
 import signal
 from collections.abc import Iterator
-from dataclasses import dataclass
 from urllib.parse import quote
 
 import psycopg
 import pytest
 
-from consumer.localservers import PostgresServer
 from producer.publisher import Publisher
 from producer.simulator import SimulationSpec, Simulator
 from shared.cli import EXIT_REFUSED
 from shared.redis_client import connect
-from shared.settings import Settings
 from tests.history import compare, expected_history, stored_history
-from tests.secure import TEST_ADMIN, RedisUsers, redis_with_users, run_cli
+from tests.secure import TEST_ADMIN, Servers, run_cli, secure_servers
 from tests.support import env_for, start_consumer, wait_until_drained
-from tests.tlscerts import CertificateAuthority
 
-PG_PASSWORD = "pg:s3cret/with@reserved chars"
 TS = 1_795_000_000_000
-
-
-@dataclass(frozen=True)
-class Servers:
-    redis: RedisUsers
-    postgres: PostgresServer
-    wrong_ca: pathlib.Path  # a CA that signed neither server
-
-    def settings(self, redis_user: str = "consumer") -> Settings:
-        return Settings(
-            redis_url=self.redis.url(redis_user),
-            database_url=self.postgres.url_for("odds"),
-            claim_idle_ms=3000,
-            db_deadline_s=2.0,
-        ).with_(stream="odds:snapshots", shards=2)
 
 
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
-    workdir = tmp_path_factory.mktemp("tls")
-    ca = CertificateAuthority("odds test CA")
-    wrong_ca = CertificateAuthority("some other CA").write(workdir / "wrong-ca.pem")
-    with (
-        redis_with_users(workdir, tls=ca.server_files(workdir / "certs", "redis")) as redis_users,
-        PostgresServer(workdir, password=PG_PASSWORD, tls=ca.server_files(workdir / "certs", "pg")) as pg,
-    ):
-        yield Servers(redis_users, pg, wrong_ca)
+    with secure_servers(tmp_path_factory.mktemp("tls")) as found:
+        yield found
 
 
 def one_line(stderr: str) -> str:
