@@ -8,6 +8,7 @@ Keeping them apart lets the daemon prepare the next batch while this one commits
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import structlog
 
@@ -15,7 +16,7 @@ from consumer.errors import BatchDataError
 from consumer.plan import Decoder, Entry, Parsed, Plan, Poison, memo_decoder, parse
 from consumer.stream import Outcome, ShardStreams
 from consumer.writer import Writer
-from shared.wire import InvalidEntry, decode_data
+from shared.wire import DEFAULT_LIMITS, DataLimits, InvalidEntry, decode_data
 
 log = structlog.get_logger(__name__)
 
@@ -24,6 +25,7 @@ log = structlog.get_logger(__name__)
 class Limits:
     max_entry_bytes: int
     max_deliveries: int
+    data: DataLimits = DEFAULT_LIMITS
 
 
 @dataclass(frozen=True)
@@ -53,7 +55,7 @@ class BatchProcessor:
         doing the bulk of the decoding here keeps row locks short and overlaps it with the previous commit.
         """
         parsed, poison = parse(entries, self._limits.max_entry_bytes, self._limits.max_deliveries)
-        decode = memo_decoder(decode_data)
+        decode = memo_decoder(partial(decode_data, limits=self._limits.data))
         cached = self._streams.fingerprints(sorted({p.feed for p in parsed}))
         for p in parsed:
             fp, ts = cached.get(p.feed, (None, -1))

@@ -32,6 +32,7 @@ from shared.memory import RedisMemory, eviction_risk, read_memory
 from shared.redis_client import connect
 from shared.settings import Settings
 from shared.trim import trim
+from shared.wire import DataLimits
 
 log = structlog.get_logger(__name__)
 
@@ -48,7 +49,13 @@ class Daemon:
             settings.database_url, settings.db_deadline_s, application_name=f"odds-{self.name}"
         )
         self.processor = BatchProcessor(
-            self.streams, self.writer, Limits(settings.max_entry_bytes, settings.max_deliveries)
+            self.streams,
+            self.writer,
+            Limits(
+                settings.max_entry_bytes,
+                settings.max_deliveries,
+                DataLimits(settings.max_markets, settings.max_outcomes),
+            ),
         )
         self.memory = MemoryWatch(self.client, self.streams)
         self.metrics = ConsumerMetrics(self.client, self.keys, self.memory)

@@ -70,9 +70,12 @@ class Settings:
     def __post_init__(self) -> None:
         if self.shards < 1:
             raise SettingsError("shards must be at least 1")
-        for name in ("batch_size", "max_markets", "max_outcomes"):
+        for name in ("batch_size", "max_markets"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name} must be at least 1")
+        if self.max_outcomes < 3:
+            # It bounds every map of the data, and a market's own map has three keys.
+            raise SettingsError("max_outcomes must be at least 3")
         if not 0 < self.producer_high_water <= 1:
             raise SettingsError("producer_high_water is a share of maxmemory: above 0, at most 1")
         if self.fingerprint_expiry_s < 1:

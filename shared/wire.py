@@ -25,6 +25,7 @@ import msgpack
 
 WIRE_VERSION = b"1"
 MAX_TEXT_CHARS = 128
+MAX_TEXT_BYTES = 4 * MAX_TEXT_CHARS  # the most UTF-8 bytes a name of MAX_TEXT_CHARS characters can take
 MAX_ODDS = 1_000_000.0
 # Capture times outside 2000..2100 are not clocks but bugs (seconds instead of ms, a zero, a garbage value).
 MIN_TS_MS = 946_684_800_000
@@ -35,6 +36,32 @@ REQUIRED_FIELDS = (b"v", b"event", b"bookmaker", b"ts", b"data")
 
 class InvalidEntry(ValueError):
     """The entry breaks wire format v1; the message is the readable reason put in the dead-letter stream."""
+
+
+@dataclass(frozen=True, slots=True)
+class DataLimits:
+    """How large a snapshot's data may be, in its shape (the max_markets and max_outcomes settings).
+
+    Checked while msgpack reads the data, before the oversized part is built: a snapshot of 100,000 markets
+    fails at its list's header, a long name at its string's header. The maps and lists of the whole document
+    are counted too, so that a megabyte of nested empty ones cannot become tens of megabytes of objects.
+    """
+
+    max_markets: int = 10_000
+    max_outcomes: int = 1_000  # also bounds every map, so at least the three keys of a market's own map
+
+    def __post_init__(self) -> None:
+        if self.max_markets < 1 or self.max_outcomes < 3:
+            raise ValueError("max_markets must be at least 1, max_outcomes at least 3")
+
+    @property
+    def max_containers(self) -> int:
+        """The maps and lists a snapshot of max_markets markets holds: its own map and list, and per market
+        a map and its outcomes' map."""
+        return 2 + 2 * self.max_markets
+
+
+DEFAULT_LIMITS = DataLimits()
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,13 +196,16 @@ def parse_envelope(fields: Mapping[bytes, bytes], max_entry_bytes: int) -> Envel
     return Envelope(_text("event", fields[b"event"], 1), bookmaker.decode(), _ts(fields[b"ts"]), data)
 
 
-def decode_data(data: bytes) -> Decoded:
+def decode_data(data: bytes, limits: DataLimits = DEFAULT_LIMITS) -> Decoded:
     """Decode and validate the markets, and fingerprint their canonical form."""
     try:
-        doc = msgpack.unpackb(data, raw=False, strict_map_key=False, use_list=True)
-    except Exception as exc:  # msgpack raises a zoo of types (ExtraData, FormatError, ValueError, ...)
-        detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        raise InvalidEntry(f"data is not valid msgpack: {detail}") from exc
+        doc = _unpack(data, limits)
+    except InvalidEntry:
+        raise
+    except ValueError as exc:
+        raise InvalidEntry(_over_limit(str(exc), limits) or _not_msgpack(exc)) from exc
+    except Exception as exc:  # msgpack raises a zoo of types (ExtraData, FormatError, StackError, ...)
+        raise InvalidEntry(_not_msgpack(exc)) from exc
     if not isinstance(doc, dict) or "markets" not in doc:
         raise InvalidEntry("data must be a map with a 'markets' list")
     markets = doc["markets"]
@@ -195,6 +225,66 @@ def decode_data(data: bytes) -> Decoded:
         raise InvalidEntry(f"market {twice[0]!r} with specifier {twice[1]!r} appears twice")
     rows.sort(key=_market_key)
     return Decoded(fingerprint(_pack(rows)), tuple(rows))
+
+
+def _unpack(data: bytes, limits: DataLimits) -> Any:
+    """msgpack's own limits stop a list, a map or a string at its header; the containers are counted too,
+    but only when the data could hold too many: counting costs a Python call for each one."""
+    options = _UNPACK_OPTIONS | {"max_array_len": limits.max_markets, "max_map_len": limits.max_outcomes}
+    # A map or a list takes at least a byte: data this short cannot hold too many (the usual snapshot of
+    # 40 markets has 3.5 kB).
+    if len(data) <= limits.max_containers:
+        return msgpack.unpackb(data, **options)
+    containers = 0
+
+    def counted(container: Any) -> Any:
+        nonlocal containers
+        containers += 1
+        if containers > limits.max_containers:
+            raise InvalidEntry(
+                f"data holds more than {limits.max_containers:,} maps and lists, more than a snapshot of "
+                f"{limits.max_markets:,} markets (ODDS_MAX_MARKETS) can"
+            )
+        return container
+
+    return msgpack.unpackb(data, **options, object_hook=counted, list_hook=counted)
+
+
+_UNPACK_OPTIONS: dict[str, Any] = {
+    "raw": False,
+    "strict_map_key": False,
+    "use_list": True,
+    "max_str_len": MAX_TEXT_BYTES,
+    "max_bin_len": MAX_TEXT_BYTES,
+    "max_ext_len": MAX_TEXT_BYTES,
+}
+
+
+_LIMIT_HIT = re.compile(r"^(?P<size>\d+) exceeds max_(?P<kind>array|map|str|bin|ext)_len\((?P<limit>\d+)\)$")
+
+
+def _over_limit(message: str, limits: DataLimits) -> str | None:
+    """A readable reason for a limit msgpack met at a header, before building what it announced."""
+    hit = _LIMIT_HIT.match(message)
+    if hit is None:
+        return None
+    size, kind = int(hit["size"]), hit["kind"]
+    if kind == "array":
+        return f"data has a list of {size:,} items, over {limits.max_markets:,} markets (ODDS_MAX_MARKETS)"
+    if kind == "map":
+        return (
+            f"data has a map of {size:,} entries, over {limits.max_outcomes:,} outcomes in a market "
+            "(ODDS_MAX_OUTCOMES)"
+        )
+    return (
+        f"data has a {'string' if kind != 'ext' else 'value'} of {size:,} bytes, over {MAX_TEXT_BYTES} "
+        f"(a name has at most {MAX_TEXT_CHARS} characters)"
+    )
+
+
+def _not_msgpack(exc: Exception) -> str:
+    detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return f"data is not valid msgpack: {detail}"
 
 
 def _is_canonical(doc: dict[str, Any], markets: list[Any], data: bytes) -> bool:

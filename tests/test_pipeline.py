@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import msgpack
 import psycopg
@@ -101,9 +102,9 @@ def test_unchanged_snapshot_needs_no_decode(
     drain(daemon)
     decodes = []
 
-    def counting(data: bytes) -> object:
+    def counting(data: bytes, **limits: Any) -> object:
         decodes.append(data)
-        return decode_data(data)
+        return decode_data(data, **limits)
 
     monkeypatch.setattr(consumer.batch, "decode_data", counting)
     # When the next cycle repeats every snapshot's odds
