@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test faults bench lint mypy format all up down clean
+.PHONY: install demo test fuzz faults bench lint mypy format all up down clean
 
 install: $(STAMP)
 
@@ -19,6 +19,10 @@ demo: install
 
 test: install
 	$(PY) -m pytest -m "not slow"
+
+# The fuzz properties with their full number of random cases (make test runs a fixed-seed subset).
+fuzz: install
+	HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest -q tests/test_fuzz_wire.py tests/test_fuzz_plan.py
 
 faults: install
 	$(PY) -m pytest -m faults tests/faults -v

@@ -14,11 +14,14 @@ import psycopg
 import pytest
 import redis
 import structlog
+from hypothesis import HealthCheck
+from hypothesis import settings as settings_profiles
 
 from consumer.migrate import create_database_if_missing, upgrade
 from shared.db import psycopg_url, with_database
 from shared.keys import Keys
 from shared.settings import Settings
+from tests.fuzzing import CASES
 from tests.support import OPEN_CLIENTS
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -106,3 +109,25 @@ def _fresh_logging() -> Iterator[None]:
     yield
     structlog.reset_defaults()
     structlog.contextvars.clear_contextvars()
+
+
+# Fuzzing: `make test` runs a short subset with a fixed seed (derandomized, no example database), so the
+# suite is the same on every run; `make fuzz` (profile "fuzz") runs the full number of random cases.
+settings_profiles.register_profile(
+    "default", max_examples=150, derandomize=True, database=None, deadline=None, print_blob=True
+)
+settings_profiles.register_profile(
+    "fuzz",
+    max_examples=int(os.environ.get("ODDS_FUZZ_EXAMPLES", "20000")),
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings_profiles.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if CASES["examples"]:
+        terminalreporter.write_line(
+            f"fuzz: {CASES['examples']:,} generated examples, {CASES['cases']:,} cases checked"
+        )
