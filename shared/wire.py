@@ -29,6 +29,7 @@ MAX_ODDS = 1_000_000.0
 # Capture times outside 2000..2100 are not clocks but bugs (seconds instead of ms, a zero, a garbage value).
 MIN_TS_MS = 946_684_800_000
 MAX_TS_MS = 4_102_444_800_000
+MAX_TS_DIGITS = 20  # every capture time in range has 13; leading zeros are tolerated up to this length
 BOOKMAKER_SLUG = re.compile(rb"[a-z0-9_-]{1,32}")
 REQUIRED_FIELDS = (b"v", b"event", b"bookmaker", b"ts", b"data")
 
@@ -154,7 +155,21 @@ def envelope_fields(snapshot: Snapshot, data: bytes) -> dict[str, bytes]:
 
 
 def parse_envelope(fields: Mapping[bytes, bytes], max_entry_bytes: int) -> Envelope:
-    """Check the header fields. Cheap: it never looks inside data."""
+    """Check the header fields. Cheap: it never looks inside data.
+
+    Raises InvalidEntry and nothing else: any other exception would be a parser bug that this entry
+    triggers, and would crash the daemon again on every redelivery of it. It becomes the entry's
+    dead-letter reason instead.
+    """
+    try:
+        return _parse_envelope(fields, max_entry_bytes)
+    except InvalidEntry:
+        raise
+    except Exception as exc:
+        raise InvalidEntry(f"header could not be parsed: {type(exc).__name__}: {exc}"[:300]) from exc
+
+
+def _parse_envelope(fields: Mapping[bytes, bytes], max_entry_bytes: int) -> Envelope:
     for name in REQUIRED_FIELDS:
         if name not in fields:
             raise InvalidEntry(f"missing field '{name.decode()}'")
@@ -333,6 +348,13 @@ def _text(where: str, value: Any, min_chars: int) -> str:
 
 
 def _ts(raw: bytes) -> int:
+    # Bounded before int(): Python refuses over 4,300 digits with a plain ValueError, and converting a long
+    # digit string costs time quadratic in its length.
+    if len(raw) > MAX_TS_DIGITS:
+        raise InvalidEntry(
+            f"ts {_show(raw)} is {len(raw)} characters long, over {MAX_TS_DIGITS}; a capture time in "
+            "milliseconds has 13 digits"
+        )
     if not raw.isdigit():
         raise InvalidEntry(f"ts {_show(raw)} must be integer milliseconds since the Unix epoch")
     ts = int(raw)
