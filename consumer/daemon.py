@@ -44,7 +44,10 @@ class Daemon:
         self.streams = ShardStreams(self.client, self.keys, self.name)
         self.leases = Leases(self.client, self.keys, self.name, settings.claim_idle_ms)
         self.writer = Writer(
-            settings.database_url, settings.db_deadline_s, application_name=f"odds-{self.name}"
+            settings.database_url,
+            settings.db_deadline_s,
+            feed_id_cache=settings.feed_id_cache,
+            application_name=f"odds-{self.name}",
         )
         self.processor = BatchProcessor(
             self.streams, self.writer, Limits(settings.max_entry_bytes, settings.max_deliveries)

@@ -42,6 +42,8 @@ class Settings:
     # Other consumers idle this long on a shard, with nothing pending there, are removed from its group.
     consumer_expiry_ms: int = 3_600_000
     max_entry_bytes: int = 1_048_576
+    # Feed ids remembered by a consumer: beyond this the least recently used are looked up again.
+    feed_id_cache: int = 100_000
     redis_timeout_s: float = 2.0
     producer_buffer: int = 100_000
     # Producers hold entries back once Redis uses this share of its maxmemory, so that consumers keep the
