@@ -50,7 +50,9 @@ class Daemon:
             application_name=f"odds-{self.name}",
         )
         self.processor = BatchProcessor(
-            self.streams, self.writer, Limits(settings.max_entry_bytes, settings.max_deliveries)
+            self.streams,
+            self.writer,
+            Limits(settings.max_entry_bytes, settings.max_deliveries, settings.batch_max_rows),
         )
         self.memory = MemoryWatch(self.client, self.streams)
         self.metrics = ConsumerMetrics(self.client, self.keys, self.memory)
@@ -164,8 +166,13 @@ class Daemon:
             self.streams.ensure_groups()
 
     def _read(self, shards: dict[int, str]) -> PreparedBatch | None:
-        per_shard = max(1, self.settings.batch_size // max(1, len(self.leases.owned)))
-        result = self.streams.read(shards, per_shard)
+        owned = max(1, len(self.leases.owned))
+        result = self.streams.read(
+            shards,
+            max(1, self.settings.batch_size // owned),
+            max(1, self.settings.batch_max_bytes // owned),
+            self.settings.max_entry_bytes,
+        )
         for n in result.lost_leases:
             self.leases.owned.discard(n)
             self.ready.discard(n)
@@ -232,7 +239,9 @@ class Daemon:
             try:
                 outcome, seconds = commit.result()
                 self.metrics.batch_committed(batch.entries, outcome.counts, seconds)
-                log.info("batch_committed", entries=len(batch.entries), **outcome.counts)
+                log.info(
+                    "batch_committed", entries=len(batch.entries), bytes=batch.data_bytes, **outcome.counts
+                )
                 return
             except redis.RedisError as exc:
                 error = classify_redis_error(exc)

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 import psycopg
 from psycopg.rows import TupleRow
 
-from consumer.errors import Transient, classify_db_error
+from consumer.errors import DeadlineExceeded, classify_db_error
 from consumer.feed_ids import FeedIds
 from consumer.pgcopy import markets_payload, snapshots_payload
 from consumer.plan import Decoder, FeedState, Parsed, Plan, plan
@@ -168,7 +168,7 @@ def _deadline(conn: Connection, seconds: float) -> Iterator[None]:
         yield
     except psycopg.Error as exc:
         if fired.is_set():
-            raise Transient(f"postgres: no answer within the {seconds:g} s deadline") from exc
+            raise DeadlineExceeded(f"postgres: no answer within the {seconds:g} s deadline") from exc
         raise
     finally:
         timer.cancel()

@@ -8,6 +8,7 @@ import msgpack
 import psycopg
 import pytest
 import redis
+import structlog
 
 import consumer.batch
 from consumer.daemon import Daemon
@@ -292,3 +293,41 @@ def test_postgres_rejecting_one_entry_dead_letters_only_that_one(
     assert [f[b"event"] for _, f in letters] == [b"e-refused"]
     assert b"23514" in letters[0][1][b"dead_reason"]
     assert count_snapshot_rows(db) == 7
+
+
+def test_a_transaction_that_misses_the_deadline_is_retried_in_smaller_parts(
+    settings: Settings, db: Conn, client: redis.Redis
+) -> None:
+    # Given Postgres stalling, past the deadline, every statement that writes more than 20 market rows
+    db.execute(
+        """
+        CREATE FUNCTION test_stall() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+          IF (SELECT count(*) FROM new_rows) > 20 THEN PERFORM pg_sleep(3); END IF;
+          RETURN NULL;
+        END $$;
+        CREATE TRIGGER test_stall AFTER INSERT ON markets REFERENCING NEW TABLE AS new_rows
+          FOR EACH STATEMENT EXECUTE FUNCTION test_stall();
+        """
+    )
+    try:
+        # And one batch of ten new snapshots of four markets each: 40 market rows in one transaction
+        settings = settings.with_(shards=1, db_deadline_s=1.0)
+        keys = Keys(settings.stream, settings.group, settings.shards)
+        sim = Simulator(SimulationSpec(events=10, bookmakers=("sportybet",), markets=4, seed=2))
+        published = sim.cycle(TS)
+        Publisher.from_settings(settings).publish_cycle(published)
+        daemon = Daemon(settings)
+        # When a consumer drains it
+        with structlog.testing.capture_logs() as logs:
+            drain(daemon)
+        daemon.writer.discard()
+    finally:
+        db.execute("DROP TRIGGER test_stall ON markets; DROP FUNCTION test_stall()")
+    # Then the batch committed in parts small enough to pass, each snapshot once, and the counters agree
+    report = compare(expected_history(published), stored_history(db))
+    assert report.ok, report.summary()
+    assert count_snapshot_rows(db) == stats(client, keys)["changed"] == len(published)
+    assert stats(client, keys)["read"] == len(published)
+    shrunk = [e for e in logs if e["event"] == "batch_part_shrunk"]
+    assert [(e["rows"], e["part_rows"]) for e in shrunk] == [(50, 25)]
