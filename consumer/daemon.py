@@ -85,7 +85,29 @@ class Daemon:
             metrics_port=self.settings.metrics_port,
         )
         self._check_memory_policy()
+        self._count_start()
         server = self.metrics.serve(self.settings.metrics_port) if self.settings.metrics_port else None
+        try:
+            self._loop()
+        except Exception:
+            # Logged before the traceback ends the process: a consumer that keeps crashing on the same
+            # entries shows in status too (its starts, and their rising delivery counts).
+            log.exception("consumer_crashed")
+            raise
+        log.info(
+            "consumer_stopping", signal=signal.Signals(self.stop_signal).name if self.stop_signal else None
+        )
+        # The batch in hand includes the one prefetched: finish it too rather than leave it to a reclaim.
+        batch = self._take_prefetched()
+        if batch is not None:
+            self._process(batch)
+        self._release()
+        if server is not None:
+            server.shutdown()
+        log.info("consumer_stopped")
+        return 0
+
+    def _loop(self) -> None:
         failures = 0
         while not self.stopping:
             try:
@@ -99,18 +121,13 @@ class Daemon:
                 self.metrics.retried(exc)
                 self._sleep(compute_backoff(failures, base_s=0.1, cap_s=self._retry_cap_s))
                 failures += 1
-        log.info(
-            "consumer_stopping", signal=signal.Signals(self.stop_signal).name if self.stop_signal else None
-        )
-        # The batch in hand includes the one prefetched: finish it too rather than leave it to a reclaim.
-        batch = self._take_prefetched()
-        if batch is not None:
-            self._process(batch)
-        self._release()
-        if server is not None:
-            server.shutdown()
-        log.info("consumer_stopped")
-        return 0
+
+    def _count_start(self) -> None:
+        """Count this start under the consumer's name, for status; a Redis that refuses must not stop it."""
+        try:
+            self.client.hincrby(self.keys.starts, self.name, 1)
+        except redis.RedisError as exc:
+            log.warning("start_not_counted", error=str(exc))
 
     def _check_memory_policy(self) -> None:
         """Say at start whether Redis could evict what the pipeline needs, and how full it is."""
@@ -167,11 +184,12 @@ class Daemon:
 
     def _read(self, shards: dict[int, str]) -> PreparedBatch | None:
         owned = max(1, len(self.leases.owned))
+        count = max(1, self.settings.batch_size // owned)
+        history = [n for n, at in shards.items() if at == OWN_HISTORY]
+        if history:
+            count = redelivery_count(count, max(self.streams.oldest_deliveries(n) for n in history))
         result = self.streams.read(
-            shards,
-            max(1, self.settings.batch_size // owned),
-            max(1, self.settings.batch_max_bytes // owned),
-            self.settings.max_entry_bytes,
+            shards, count, max(1, self.settings.batch_max_bytes // owned), self.settings.max_entry_bytes
         )
         for n in result.lost_leases:
             self.leases.owned.discard(n)
@@ -238,7 +256,7 @@ class Daemon:
                 self._prefetch()
             try:
                 outcome, seconds = commit.result()
-                self.metrics.batch_committed(batch.entries, outcome.counts, seconds)
+                self._record_metrics(batch, outcome, seconds)
                 log.info(
                     "batch_committed", entries=len(batch.entries), bytes=batch.data_bytes, **outcome.counts
                 )
@@ -265,6 +283,14 @@ class Daemon:
                 # entries there first would make them stale and skip their changes: re-read our history.
                 self._reread_history_of(batch)
                 return
+
+    def _record_metrics(self, batch: PreparedBatch, outcome: Outcome, seconds: float) -> None:
+        # Metrics only observe: a failure there must never stop a consumer that has just committed, or it
+        # would crash again on its next batch.
+        try:
+            self.metrics.batch_committed((p.envelope.ts_ms for p in batch.parsed), outcome.counts, seconds)
+        except Exception as exc:
+            log.error("metrics_failed", error=f"{type(exc).__name__}: {exc}")
 
     def _commit(self, batch: PreparedBatch) -> tuple[Outcome, float]:
         started = time.monotonic()
@@ -317,6 +343,18 @@ class Daemon:
 
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
+
+
+def redelivery_count(count: int, deliveries: int) -> int:
+    """Entries to re-read from a history whose oldest entry was delivered that often already.
+
+    A crash and a reclaim deliver an entry twice. More means that something fails on the batch every time,
+    most often a crash that the batch triggers, and every re-read raises the delivery count of all it
+    holds, until ODDS_MAX_DELIVERIES dead-letters them all, good entries with the culprit. Re-reading a
+    quarter as many each time lets the entries before the culprit commit, and leaves it alone in its batch
+    a few deliveries later, to be dead-lettered on its own.
+    """
+    return max(1, count >> (2 * max(0, deliveries - 2)))
 
 
 def _tune_garbage_collector() -> None:

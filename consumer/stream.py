@@ -139,7 +139,17 @@ class ShardStreams:
                 continue
             if self._remove_if_empty(keys=[stream], args=[self._keys.group, name]):
                 removed.append(name)
+        if removed:
+            # Their start counts go with them, or every restart under a new name would stay for ever.
+            self._client.hdel(self._keys.starts, *removed)
         return removed
+
+    def oldest_deliveries(self, n: int) -> int:
+        """How often our oldest pending entry of shard n has been delivered (0 when none is pending)."""
+        rows = self._client.xpending_range(
+            self._keys.shard(n), self._keys.group, min="-", max="+", count=1, consumername=self.consumer
+        )
+        return int(rows[0]["times_delivered"]) if rows else 0
 
     def others_pending(self, n: int) -> int:
         summary = self._client.xpending(self._keys.shard(n), self._keys.group)

@@ -11,13 +11,17 @@ import redis
 import structlog
 
 from consumer.__main__ import EXIT_UNHEALTHY, main
+from consumer.batch import BatchProcessor
+from consumer.daemon import Daemon
 from consumer.plan import Entry, Poison
 from consumer.status import Thresholds, collect, render
 from consumer.stream import Outcome, ShardStreams
+from producer.publisher import Publisher
 from shared.backlog import count_below
 from shared.keys import Keys
 from shared.settings import Settings
 from shared.trim import trim
+from shared.wire import Market, Snapshot
 from tests.support import connection_flags
 
 Conn = psycopg.Connection[tuple[object, ...]]
@@ -123,6 +127,34 @@ def test_pending_per_consumer_shows_oldest_age_and_highest_delivery_count(
     # And only consumer a's stuck entry makes the pipeline unhealthy
     problems = status.problems(limits)
     assert len(problems) == 1 and "consumer a " in problems[0]
+
+
+def test_a_consumer_crashing_on_its_batch_again_and_again_is_unhealthy(
+    settings: Settings, client: redis.Redis, keys: Keys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given entries in the stream, and a consumer with a bug that makes it crash on them
+    Publisher.from_settings(settings).publish(
+        Snapshot("sr:match:1", "sportybet", 1_795_000_000_000, (Market("1X2", "", {"1": 2.0}),))
+    )
+
+    def crash(self: BatchProcessor, entries: list[Entry]) -> None:
+        raise RuntimeError("a bug this batch triggers")
+
+    monkeypatch.setattr(BatchProcessor, "prepare", crash)
+    # When it is restarted under its name after each crash, six times (as a supervisor would)
+    for _ in range(6):
+        daemon = Daemon(settings)
+        with pytest.raises(RuntimeError):
+            daemon.run()
+        daemon.writer.discard()
+    # Then status counts its starts and flags the entry it keeps failing on, though nothing is old yet
+    status = collect(client, keys)
+    (consumer,) = status.consumers
+    assert (consumer.name, consumer.starts, consumer.pending) == (settings.consumer, 6, 1)
+    assert consumer.max_deliveries == 6
+    problems = status.problems(Thresholds())
+    assert len(problems) == 1 and "delivered 6 times, over 5" in problems[0], problems
+    assert f"{settings.consumer}" in render(status, Thresholds()).split("UNHEALTHY")[0]
 
 
 def test_trim_point_predicts_what_trimming_deletes(client: redis.Redis, keys: Keys) -> None:
