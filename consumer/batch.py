@@ -37,7 +37,8 @@ class PreparedBatch:
     """A batch parsed and (mostly) decoded, and how much of it is committed: a retry redoes nothing."""
 
     entries: list[Entry]
-    parsed: list[Parsed]  # in (feed, capture time) order, so parts cut from it keep each feed in order
+    # In the order read: parts are cut from it as batches are cut from a shard, each feed's entries in order
+    parsed: list[Parsed]
     rows: list[int]  # rows each parsed entry may write: its markets and the snapshot row, 1 if unchanged
     poison: list[Poison]
     decode: Decoder
@@ -70,7 +71,6 @@ class BatchProcessor:
         doing the bulk of the decoding here keeps row locks short and overlaps it with the previous commit.
         """
         parsed, poison = parse(entries, self._limits.max_entry_bytes, self._limits.max_deliveries)
-        parsed.sort(key=lambda p: (p.feed, p.envelope.ts_ms))
         decode = memo_decoder(decode_data)
         cached = self._streams.fingerprints(sorted({p.feed for p in parsed}))
         rows = []
@@ -160,8 +160,8 @@ class BatchProcessor:
         """Write entries in one transaction; when Postgres rejects some entry's data, split them to find it.
 
         One bad row must not fail the whole batch: halves are written on their own until the culprit stands
-        alone and is dead-lettered. The entries are in feed and capture-time order, so each feed's entries
-        stay in order across the halves.
+        alone and is dead-lettered. Sorting by feed and capture time first keeps each feed's entries in
+        order across the halves.
         """
         if not parsed:
             return [], []
@@ -170,7 +170,8 @@ class BatchProcessor:
         except BatchDataError as exc:
             if len(parsed) == 1:
                 return [], [Poison(parsed[0].entry, str(exc))]
-            mid = len(parsed) // 2
-            left_plans, left_poison = self._apply(parsed[:mid], decode)
-            right_plans, right_poison = self._apply(parsed[mid:], decode)
+            ordered = sorted(parsed, key=lambda p: (p.feed, p.envelope.ts_ms))
+            mid = len(ordered) // 2
+            left_plans, left_poison = self._apply(ordered[:mid], decode)
+            right_plans, right_poison = self._apply(ordered[mid:], decode)
             return left_plans + right_plans, left_poison + right_poison
