@@ -366,6 +366,10 @@ def render(status: Status, limits: Thresholds) -> str:
         "last commit " + ("never" if age is None else f"{duration(age)} ago"),
         memory_line(status),
     ]
+    if status.id_use_pct:
+        lines.append(
+            "id sequences used: " + ", ".join(f"{k} {v:.4g}%" for k, v in sorted(status.id_use_pct.items()))
+        )
     if status.counters:
         lines.append("counters: " + ", ".join(f"{k}={v}" for k, v in sorted(status.counters.items())))
     problems = status.problems(limits)

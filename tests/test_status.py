@@ -196,6 +196,23 @@ def test_fingerprint_coverage_and_last_commit(
     assert "last commit 1m" in render(status, Thresholds())
 
 
+def test_an_id_sequence_past_half_its_range_is_unhealthy(
+    client: redis.Redis, keys: Keys, settings: Settings, db: Conn
+) -> None:
+    # Given a bookmaker id sequence that has handed out 60 % of its range (values burnt by inserts that
+    # conflicted or rolled back are gone for good), and the other sequences barely used
+    top = db.execute("SELECT max_value FROM pg_sequences WHERE sequencename = 'bookmakers_id_seq'").fetchone()
+    assert top is not None
+    db.execute("SELECT setval('bookmakers_id_seq', %s)", (int(str(top[0])) * 6 // 10,))
+    # When status is collected with the database
+    status = collect(client, keys, settings.database_url)
+    # Then it shows each sequence's use, and only the one past the threshold is a problem
+    assert round(status.id_use_pct["bookmakers_id_seq"]) == 60
+    assert status.id_use_pct["events_id_seq"] < 1
+    assert status.problems(Thresholds()) == ["sequence bookmakers_id_seq has used 60% of its range, over 50%"]
+    assert "bookmakers_id_seq 60%" in render(status, Thresholds())
+
+
 def test_database_error_is_reported_without_its_password(client: redis.Redis, keys: Keys) -> None:
     # Given a database URL with a password that cannot be reached
     url = "postgresql://odds:hunter2-secret@127.0.0.1:1/odds"
