@@ -12,6 +12,7 @@ import gc
 import os
 import signal
 import time
+from collections.abc import Collection
 from concurrent.futures import ThreadPoolExecutor
 from types import FrameType
 
@@ -170,13 +171,14 @@ class Daemon:
         self.metrics.refresh(self.leases.owned)
         return batch is not None
 
-    def _maintain_leases(self, force: bool = False) -> None:
+    def _maintain_leases(self, force: bool = False, keep: Collection[int] = ()) -> None:
         """Renew and rebalance the leases; a shard lost, even if regained at once, must be taken over anew.
 
         Its entries may have been read by another consumer meanwhile, so it is ready for new entries only
-        after its history and what others hold pending are dealt with.
+        after its history and what others hold pending are dealt with. Shards in keep stay ours for
+        fairness' sake (see Leases.maintain).
         """
-        gained, lost = self.leases.maintain(force)
+        gained, lost = self.leases.maintain(force, keep)
         self.ready -= gained | lost
         self.ready &= self.leases.owned
         if gained:
@@ -228,7 +230,10 @@ class Daemon:
         return None
 
     def _reread_history_of(self, batch: PreparedBatch) -> None:
-        self.ready -= {n for n in self.leases.owned if self.keys.shard(n) in batch.streams}
+        self.ready -= self._shards_of(batch)
+
+    def _shards_of(self, batch: PreparedBatch) -> set[int]:
+        return {n for n in self.leases.owned if self.keys.shard(n) in batch.streams}
 
     def _take_over(self, n: int) -> None:
         """Claim what a dead consumer left pending on shard n; ready once nobody else holds any of it."""
@@ -273,7 +278,9 @@ class Daemon:
             self._sleep(compute_backoff(attempt, base_s=0.1, cap_s=self._retry_cap_s))
             attempt += 1
             try:
-                self._maintain_leases(force=True)
+                # Part of the batch may be committed already: giving its shards away now, for a fairer
+                # share, would make their next owner apply it again (and count it as duplicates).
+                self._maintain_leases(force=True, keep=self._shards_of(batch))
                 self.memory.sample()  # an outage is when Redis fills: keep the estimate current
             except redis.RedisError:
                 continue
