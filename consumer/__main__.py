@@ -17,7 +17,7 @@ from consumer.dlq import DeadLetters, Selection
 from consumer.dlq import render as render_letters
 from consumer.errors import db_access_refused
 from consumer.migrate import create_database_if_missing, upgrade
-from consumer.status import Thresholds, collect, render
+from consumer.status import THRESHOLD_NAMES, Thresholds, collect, render
 from shared.cli import EXIT_REFUSED, EXIT_SETTINGS, add_connection_options, settings_from
 from shared.keys import Keys
 from shared.logs import configure, redact
@@ -74,12 +74,7 @@ def migrate(settings: Settings) -> int:
 
 def status(args: argparse.Namespace, settings: Settings) -> int:
     limits = Thresholds.from_env(
-        max_backlog=args.max_backlog,
-        max_pending_age_ms=args.max_pending_age_ms,
-        max_dead_letters=args.max_dead_letters,
-        idle_ms=args.idle_ms,
-        max_commit_age_ms=args.max_commit_age_ms,
-        high_water=settings.producer_high_water,
+        high_water=settings.producer_high_water, **{name: getattr(args, name) for name in THRESHOLD_NAMES}
     )
     report = collect(
         connect(settings.redis_url, settings.redis_timeout_s),
@@ -154,6 +149,8 @@ def _parser() -> argparse.ArgumentParser:
         ("--max-dead-letters", "MAX_DEAD_LETTERS", "entries"),
         ("--idle-ms", "IDLE_MS", "ms; consumers silent this long are listed idle"),
         ("--max-commit-age-ms", "MAX_COMMIT_AGE_MS", "ms that work may wait with no commit"),
+        ("--max-entry-deliveries", "MAX_ENTRY_DELIVERIES", "deliveries of one pending entry"),
+        ("--max-id-use-pct", "MAX_ID_USE_PCT", "percent of an id sequence's range"),
     ):
         default = getattr(defaults, name.lower())
         status.add_argument(flag, type=int, help=f"{unit} (env ODDS_STATUS_{name}; default {default})")

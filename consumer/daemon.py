@@ -12,6 +12,7 @@ import gc
 import os
 import signal
 import time
+from collections.abc import Collection
 from concurrent.futures import ThreadPoolExecutor
 from types import FrameType
 
@@ -46,7 +47,10 @@ class Daemon:
         self.streams = ShardStreams(self.client, self.keys, self.name)
         self.leases = Leases(self.client, self.keys, self.name, settings.claim_idle_ms)
         self.writer = Writer(
-            settings.database_url, settings.db_deadline_s, application_name=f"odds-{self.name}"
+            settings.database_url,
+            settings.db_deadline_s,
+            feed_id_cache=settings.feed_id_cache,
+            application_name=f"odds-{self.name}",
         )
         self.processor = BatchProcessor(
             self.streams,
@@ -54,6 +58,7 @@ class Daemon:
             Limits(
                 settings.max_entry_bytes,
                 settings.max_deliveries,
+                settings.batch_max_rows,
                 DataLimits(settings.max_markets, settings.max_outcomes),
             ),
         )
@@ -94,6 +99,7 @@ class Daemon:
             metrics_port=self.settings.metrics_port,
         )
         _log_memory_policy(memory)
+        self._count_start()
         server = self.metrics.serve(self.settings.metrics_port) if self.settings.metrics_port else None
         try:
             self._loop()
@@ -104,6 +110,11 @@ class Daemon:
             self._committer.shutdown()
             self.writer.discard()
             return EXIT_REFUSED
+        except Exception:
+            # Logged before the traceback ends the process: a consumer that keeps crashing on the same
+            # entries shows in status too (its starts, and their rising delivery counts).
+            log.exception("consumer_crashed")
+            raise
         finally:
             if server is not None:
                 server.shutdown()
@@ -132,6 +143,13 @@ class Daemon:
         if batch is not None:
             self._process(batch)
         self._release()
+
+    def _count_start(self) -> None:
+        """Count this start under the consumer's name, for status; a Redis that refuses must not stop it."""
+        try:
+            self.client.hincrby(self.keys.starts, self.name, 1)
+        except redis.RedisError as exc:
+            log.warning("start_not_counted", error=str(exc))
 
     def _check_access(self) -> RedisMemory | None:
         """Fail at start, once, when a server refuses this consumer; one that cannot be reached yet is
@@ -181,21 +199,28 @@ class Daemon:
         self.metrics.refresh(self.leases.owned)
         return batch is not None
 
-    def _maintain_leases(self, force: bool = False) -> None:
+    def _maintain_leases(self, force: bool = False, keep: Collection[int] = ()) -> None:
         """Renew and rebalance the leases; a shard lost, even if regained at once, must be taken over anew.
 
         Its entries may have been read by another consumer meanwhile, so it is ready for new entries only
-        after its history and what others hold pending are dealt with.
+        after its history and what others hold pending are dealt with. Shards in keep stay ours for
+        fairness' sake (see Leases.maintain).
         """
-        gained, lost = self.leases.maintain(force)
+        gained, lost = self.leases.maintain(force, keep)
         self.ready -= gained | lost
         self.ready &= self.leases.owned
         if gained:
             self.streams.ensure_groups()
 
     def _read(self, shards: dict[int, str]) -> PreparedBatch | None:
-        per_shard = max(1, self.settings.batch_size // max(1, len(self.leases.owned)))
-        result = self.streams.read(shards, per_shard)
+        owned = max(1, len(self.leases.owned))
+        count = max(1, self.settings.batch_size // owned)
+        history = [n for n, at in shards.items() if at == OWN_HISTORY]
+        if history:
+            count = redelivery_count(count, max(self.streams.oldest_deliveries(n) for n in history))
+        result = self.streams.read(
+            shards, count, max(1, self.settings.batch_max_bytes // owned), self.settings.max_entry_bytes
+        )
         for n in result.lost_leases:
             self.leases.owned.discard(n)
             self.ready.discard(n)
@@ -233,7 +258,10 @@ class Daemon:
         return None
 
     def _reread_history_of(self, batch: PreparedBatch) -> None:
-        self.ready -= {n for n in self.leases.owned if self.keys.shard(n) in batch.streams}
+        self.ready -= self._shards_of(batch)
+
+    def _shards_of(self, batch: PreparedBatch) -> set[int]:
+        return {n for n in self.leases.owned if self.keys.shard(n) in batch.streams}
 
     def _take_over(self, n: int) -> None:
         """Claim what a dead consumer left pending on shard n; ready once nobody else holds any of it."""
@@ -261,8 +289,10 @@ class Daemon:
                 self._prefetch()
             try:
                 outcome, seconds = commit.result()
-                self.metrics.batch_committed(batch.entries, outcome.counts, seconds)
-                log.info("batch_committed", entries=len(batch.entries), **outcome.counts)
+                self._record_metrics(batch, outcome, seconds)
+                log.info(
+                    "batch_committed", entries=len(batch.entries), bytes=batch.data_bytes, **outcome.counts
+                )
                 return
             except redis.RedisError as exc:
                 classified = classify_redis_error(exc)
@@ -279,7 +309,9 @@ class Daemon:
             self._sleep(compute_backoff(attempt, base_s=0.1, cap_s=self._retry_cap_s))
             attempt += 1
             try:
-                self._maintain_leases(force=True)
+                # Part of the batch may be committed already: giving its shards away now, for a fairer
+                # share, would make their next owner apply it again (and count it as duplicates).
+                self._maintain_leases(force=True, keep=self._shards_of(batch))
                 self.memory.sample()  # an outage is when Redis fills: keep the estimate current
             except redis.RedisError:
                 continue
@@ -289,6 +321,14 @@ class Daemon:
                 # entries there first would make them stale and skip their changes: re-read our history.
                 self._reread_history_of(batch)
                 return
+
+    def _record_metrics(self, batch: PreparedBatch, outcome: Outcome, seconds: float) -> None:
+        # Metrics only observe: a failure there must never stop a consumer that has just committed, or it
+        # would crash again on its next batch.
+        try:
+            self.metrics.batch_committed((p.envelope.ts_ms for p in batch.parsed), outcome.counts, seconds)
+        except Exception as exc:
+            log.error("metrics_failed", error=f"{type(exc).__name__}: {exc}")
 
     def _commit(self, batch: PreparedBatch) -> tuple[Outcome, float]:
         started = time.monotonic()
@@ -356,6 +396,18 @@ def _log_memory_policy(memory: RedisMemory | None) -> None:
         policy=memory.policy,
         **({"risk": risk} if risk else {}),
     )
+
+
+def redelivery_count(count: int, deliveries: int) -> int:
+    """Entries to re-read from a history whose oldest entry was delivered that often already.
+
+    A crash and a reclaim deliver an entry twice. More means that something fails on the batch every time,
+    most often a crash that the batch triggers, and every re-read raises the delivery count of all it
+    holds, until ODDS_MAX_DELIVERIES dead-letters them all, good entries with the culprit. Re-reading a
+    quarter as many each time lets the entries before the culprit commit, and leaves it alone in its batch
+    a few deliveries later, to be dead-lettered on its own.
+    """
+    return max(1, count >> (2 * max(0, deliveries - 2)))
 
 
 def _tune_garbage_collector() -> None:

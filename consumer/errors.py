@@ -29,6 +29,10 @@ class Refused(Exception):
     not verify. No retry helps and retrying for ever would hide it: the daemon stops, saying what to fix."""
 
 
+class DeadlineExceeded(Transient):
+    """Postgres gave no answer within the client deadline: retry, and with less work per transaction."""
+
+
 class BatchDataError(Exception):
     """Postgres rejected the data of some entry in the batch (class 22 or 23): find it and dead-letter it."""
 
@@ -36,6 +40,9 @@ class BatchDataError(Exception):
 # Class 08 is connection exceptions; 57P01..57P03 are shutdown and cannot-connect-now; 40001 and 40P01 are
 # serialization failure and deadlock, which succeed when run again.
 _RETRY_STATES = ("57P01", "57P02", "57P03", "40001", "40P01")
+# The server's side of the client deadline (statement_timeout and idle_in_transaction_session_timeout are
+# set to it): statement cancelled, or connection ended while the client built the rest of a transaction.
+_DEADLINE_STATES = ("57014", "25P03")
 _DATA_CLASSES = ("22", "23")
 
 
@@ -63,6 +70,8 @@ def classify_db_error(exc: psycopg.Error) -> Exception:
             "(sslrootcert) in DATABASE_URL"
         )
     state = exc.sqlstate
+    if state in _DEADLINE_STATES:
+        return DeadlineExceeded(f"postgres: {state}: {exc}".strip())
     if state is None or state.startswith("08") or state in _RETRY_STATES:
         return Transient(f"postgres: {type(exc).__name__}: {exc}".strip())
     if state[:2] in _DATA_CLASSES:

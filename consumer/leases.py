@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import random
 import time
+from collections.abc import Collection
 
 import redis
 import structlog
@@ -34,10 +35,12 @@ class Leases:
         self.owned: set[int] = set()
         self._next_maintenance = 0.0
 
-    def maintain(self, force: bool = False) -> tuple[set[int], set[int]]:
+    def maintain(self, force: bool = False, keep: Collection[int] = ()) -> tuple[set[int], set[int]]:
         """Heartbeat, renew, and rebalance towards a fair share; returns (gained, lost) shards.
 
-        Runs at most every fifth of the TTL, so a renewal is never close to the expiry.
+        Runs at most every fifth of the TTL, so a renewal is never close to the expiry. Shards in keep are
+        not given up for fairness: they hold a batch that is being retried, and handing it over would make
+        the next owner apply it again.
         """
         now = time.monotonic()
         if not force and now < self._next_maintenance:
@@ -51,7 +54,8 @@ class Leases:
         }
         self.owned -= lost
         fair = math.ceil(self._keys.shards / max(live, 1))
-        for n in sorted(self.owned, reverse=True)[: max(0, len(self.owned) - fair)]:
+        surplus = [n for n in sorted(self.owned, reverse=True) if n not in keep]
+        for n in surplus[: max(0, len(self.owned) - fair)]:
             self.release(n)
         gained: set[int] = set()
         free = [n for n in range(self._keys.shards) if n not in self.owned]

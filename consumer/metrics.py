@@ -14,7 +14,6 @@ import redis
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from consumer.memory_watch import MemoryWatch
-from consumer.plan import Entry
 from shared.backlog import group_backlog
 from shared.keys import Keys
 
@@ -104,8 +103,12 @@ class ConsumerMetrics:
         server, _ = start_http_server(port, addr=addr, registry=self.registry)
         return server
 
-    def batch_committed(self, entries: Iterable[Entry], counts: dict[str, int], commit_s: float) -> None:
-        """Record a committed batch from the counts its Outcome carries, and each entry's age at commit."""
+    def batch_committed(self, captured_ms: Iterable[int], counts: dict[str, int], commit_s: float) -> None:
+        """Record a committed batch from the counts its Outcome carries, and each entry's age at commit.
+
+        captured_ms are the capture times of the batch's valid entries, already checked to lie within the
+        wire format's years: a raw ts of a poison entry could be any number, and overflow a float here.
+        """
         now_s = time.time()
         self.read.inc(counts.get("read", 0))
         for outcome in OUTCOMES:
@@ -113,11 +116,9 @@ class ConsumerMetrics:
         self.batch_entries.observe(counts.get("read", 0))
         self.commit_seconds.observe(commit_s)
         self.last_commit.set(now_s)
-        for entry in entries:
-            raw = (entry.fields or {}).get(b"ts", b"")
-            if raw.isdigit():
-                # Producer and consumer clocks differ a little; a negative age would only be noise.
-                self.capture_to_commit.observe(max(0.0, now_s - int(raw) / 1000))
+        for ts_ms in captured_ms:
+            # Producer and consumer clocks differ a little; a negative age would only be noise.
+            self.capture_to_commit.observe(max(0.0, now_s - ts_ms / 1000))
 
     def retried(self, error: Exception) -> None:
         self.retries.labels(getattr(error, "cause", "unknown"), _backend(error)).inc()

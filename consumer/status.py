@@ -23,6 +23,16 @@ from shared.memory import Growth, RedisMemory, eviction_risk, read_memory
 from shared.trim import safe_trim_point, stream_id
 
 GROWTH_FRESH_MS = 60_000  # a growth estimate older than this says nothing about now
+# Thresholds read as whole numbers from ODDS_STATUS_<NAME> and --<name> flags.
+THRESHOLD_NAMES = (
+    "max_backlog",
+    "max_pending_age_ms",
+    "max_dead_letters",
+    "idle_ms",
+    "max_commit_age_ms",
+    "max_entry_deliveries",
+    "max_id_use_pct",
+)
 
 
 @dataclass(frozen=True)
@@ -41,6 +51,12 @@ class Thresholds:
     max_commit_age_ms: int = 120_000
     # The producers' high-water mark (the producer_high_water setting): past it they hold entries back.
     high_water: float = 0.8
+    # An entry delivered more often than this keeps failing: most often a consumer that crashes on it and
+    # restarts. A crash and a reclaim take a delivery count to 3 or 4; dead-lettering waits for
+    # ODDS_MAX_DELIVERIES, and with it everything else the crashing batch held.
+    max_entry_deliveries: int = 5
+    # Share of an id sequence's range in use past which status warns, long before inserts fail.
+    max_id_use_pct: int = 50
 
     @classmethod
     def from_env(
@@ -48,7 +64,7 @@ class Thresholds:
     ) -> Thresholds:
         env = os.environ if environ is None else environ
         values: dict[str, float | int] = {}
-        for name in ("max_backlog", "max_pending_age_ms", "max_dead_letters", "idle_ms", "max_commit_age_ms"):
+        for name in THRESHOLD_NAMES:
             raw = env.get(f"ODDS_STATUS_{name.upper()}")
             if raw is not None:
                 values[name] = int(raw)
@@ -87,6 +103,7 @@ class ConsumerStatus:
     oldest_pending_age_ms: int = 0  # the longest any of its pending entries has waited since delivery
     max_deliveries: int = 0
     idle_ms: int | None = None  # since its last read or claim, on the shard it touched most recently
+    starts: int = 0  # times a consumer of this name started: a number that keeps rising is a crash loop
 
 
 @dataclass
@@ -96,6 +113,7 @@ class Status:
     dead_letters: int = 0
     fingerprints: int = 0
     feeds: int | None = None  # feeds with a stored snapshot in Postgres; None when it could not be asked
+    id_use_pct: dict[str, float] = field(default_factory=dict)  # id sequence -> share of its range used
     database_error: str | None = None
     last_commit_ms: int | None = None
     now_ms: int = 0  # Redis's clock, so ages do not depend on this host's
@@ -143,6 +161,12 @@ class Status:
                     f"consumer {c.name} has an entry pending for {c.oldest_pending_age_ms} ms, "
                     f"over {limits.max_pending_age_ms}"
                 )
+            if c.max_deliveries > limits.max_entry_deliveries:
+                found.append(
+                    f"consumer {c.name} holds an entry delivered {c.max_deliveries} times, over "
+                    f"{limits.max_entry_deliveries}: something fails on it every time (started "
+                    f"{c.starts} times; look for consumer_crashed in its log)"
+                )
         if self.dead_letters > limits.max_dead_letters:
             found.append(f"{self.dead_letters} dead letters, over {limits.max_dead_letters}")
         waited, since = self.oldest_work_age_ms, self.last_commit_age_ms
@@ -164,6 +188,11 @@ class Status:
                 )
             if (risk := eviction_risk(memory)) is not None:
                 found.append(risk)
+        for sequence, pct in sorted(self.id_use_pct.items()):
+            if pct > limits.max_id_use_pct:
+                found.append(
+                    f"sequence {sequence} has used {pct:.0f}% of its range, over {limits.max_id_use_pct}%"
+                )
         return found
 
     def as_dict(self, limits: Thresholds | None = None) -> dict[str, Any]:
@@ -218,6 +247,9 @@ def collect(client: redis.Redis, keys: Keys, database_url: str | None = None) ->
                 shard.trim_point = format_id(point)
                 shard.trimmable = count_below(client, stream, point, shard.length)
         status.shards.append(shard)
+    for raw_name, raw_starts in client.hgetall(keys.starts).items():
+        name = _text(raw_name)
+        consumers.setdefault((keys.group, name), ConsumerStatus(keys.group, name)).starts = int(raw_starts)
     status.consumers = sorted(consumers.values(), key=lambda c: (c.group, c.name))
     status.dead_letters = int(client.xlen(keys.dead))
     status.fingerprints = int(client.hlen(keys.fingerprints))
@@ -230,7 +262,7 @@ def collect(client: redis.Redis, keys: Keys, database_url: str | None = None) ->
         status.memory_growth_bytes_per_s = float(growth)
     if database_url:
         try:
-            status.feeds = count_feeds(database_url)
+            status.feeds, status.id_use_pct = database_facts(database_url)
         except psycopg.Error as exc:
             status.database_error = redact(f"{type(exc).__name__}: {exc}".strip())
     return status
@@ -272,10 +304,15 @@ def _group(
     return GroupStatus(name, format_id(last), behind, int(info["pending"]), oldest)
 
 
-def count_feeds(database_url: str) -> int:
+def database_facts(database_url: str) -> tuple[int, dict[str, float]]:
+    """Feeds with a stored snapshot, and the share of each id sequence's range that is used up."""
     with psycopg.connect(psycopg_url(database_url), connect_timeout=2) as conn:
         row = conn.execute("SELECT count(*) FROM feeds WHERE current_snapshot_id IS NOT NULL").fetchone()
-    return int(row[0]) if row else 0
+        sequences = conn.execute(
+            "SELECT sequencename, 100.0 * coalesce(last_value, 0) / max_value FROM pg_sequences"
+            " WHERE schemaname = current_schema()"
+        ).fetchall()
+    return int(row[0]) if row else 0, {str(name): float(pct) for name, pct in sequences}
 
 
 def _finite(seconds: float | None) -> float | None:
@@ -303,7 +340,7 @@ def render(status: Status, limits: Thresholds) -> str:
         lines += [
             "",
             f"{'consumer':<28} {'group':<14} {'pending':>8} {'oldest pending':>14} "
-            f"{'deliveries':>10} {'idle':>9}",
+            f"{'deliveries':>10} {'starts':>6} {'idle':>9}",
         ]
         for c in status.consumers:
             idle = "-" if c.idle_ms is None else duration(c.idle_ms)
@@ -311,7 +348,7 @@ def render(status: Status, limits: Thresholds) -> str:
             oldest = duration(c.oldest_pending_age_ms) if c.pending else "-"
             lines.append(
                 f"{c.name:<28} {c.group:<14} {c.pending:>8} {oldest:>14} {c.max_deliveries:>10} "
-                f"{idle:>9}{flag}"
+                f"{c.starts:>6} {idle:>9}{flag}"
             )
     coverage = status.fingerprint_coverage
     feeds = (
@@ -329,6 +366,10 @@ def render(status: Status, limits: Thresholds) -> str:
         "last commit " + ("never" if age is None else f"{duration(age)} ago"),
         memory_line(status),
     ]
+    if status.id_use_pct:
+        lines.append(
+            "id sequences used: " + ", ".join(f"{k} {v:.4g}%" for k, v in sorted(status.id_use_pct.items()))
+        )
     if status.counters:
         lines.append("counters: " + ", ".join(f"{k}={v}" for k, v in sorted(status.counters.items())))
     problems = status.problems(limits)

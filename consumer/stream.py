@@ -62,8 +62,12 @@ class ShardStreams:
         for stream in self._keys.all_shards():
             self._create_group(keys=[stream], args=[self._keys.group])
 
-    def read(self, shards: Mapping[int, str], count: int) -> ReadResult:
-        """Read up to count entries from each shard at the given id (NEW or OWN_HISTORY)."""
+    def read(self, shards: Mapping[int, str], count: int, max_bytes: int, max_entry_bytes: int) -> ReadResult:
+        """Read up to count entries from each shard at the given id (NEW or OWN_HISTORY).
+
+        Each shard's read also stops short of max_bytes. max_entry_bytes, the size one entry may have,
+        sizes its pages, so that a read never goes far past max_bytes.
+        """
         result = ReadResult()
         if not shards:
             return result
@@ -73,7 +77,15 @@ class ShardStreams:
             keys += [self._keys.lease(n), self._keys.shard(n)]
         try:
             reply = self._read(
-                keys=keys, args=[self.consumer, self._keys.group, count, *(shards[n] for n in order)]
+                keys=keys,
+                args=[
+                    self.consumer,
+                    self._keys.group,
+                    count,
+                    max_bytes,
+                    max_entry_bytes,
+                    *(shards[n] for n in order),
+                ],
             )
         except redis.ResponseError as exc:
             if "NOGROUP" not in str(exc):
@@ -127,7 +139,17 @@ class ShardStreams:
                 continue
             if self._remove_if_empty(keys=[stream], args=[self._keys.group, name]):
                 removed.append(name)
+        if removed:
+            # Their start counts go with them, or every restart under a new name would stay for ever.
+            self._client.hdel(self._keys.starts, *removed)
         return removed
+
+    def oldest_deliveries(self, n: int) -> int:
+        """How often our oldest pending entry of shard n has been delivered (0 when none is pending)."""
+        rows = self._client.xpending_range(
+            self._keys.shard(n), self._keys.group, min="-", max="+", count=1, consumername=self.consumer
+        )
+        return int(rows[0]["times_delivered"]) if rows else 0
 
     def others_pending(self, n: int) -> int:
         summary = self._client.xpending(self._keys.shard(n), self._keys.group)

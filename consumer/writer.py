@@ -17,7 +17,8 @@ from datetime import UTC, datetime
 import psycopg
 from psycopg.rows import TupleRow
 
-from consumer.errors import Transient, classify_db_error
+from consumer.errors import DeadlineExceeded, classify_db_error
+from consumer.feed_ids import FeedIds
 from consumer.pgcopy import markets_payload, snapshots_payload
 from consumer.plan import Decoder, FeedState, Parsed, Plan, plan
 from shared.db import psycopg_url
@@ -28,24 +29,6 @@ _LOCK_FEEDS = """
 SELECT f.id, s.id, s.fingerprint, (extract(epoch FROM s.last_confirmed_at) * 1000)::bigint
 FROM feeds f LEFT JOIN snapshots s ON s.id = f.current_snapshot_id
 WHERE f.id = ANY(%s) ORDER BY f.id FOR UPDATE OF f
-"""
-_ENSURE_FEEDS = """
-WITH k AS (SELECT * FROM unnest(%(events)s::text[], %(bookmakers)s::text[]) AS k(event, bookmaker)),
-b AS (INSERT INTO bookmakers (slug) SELECT DISTINCT bookmaker FROM k ORDER BY 1 ON CONFLICT DO NOTHING),
-e AS (INSERT INTO events (external_id) SELECT DISTINCT event FROM k ORDER BY 1 ON CONFLICT DO NOTHING)
-SELECT 1
-"""
-_INSERT_FEEDS = """
-INSERT INTO feeds (event_id, bookmaker_id)
-SELECT e.id, b.id FROM unnest(%(events)s::text[], %(bookmakers)s::text[]) AS k(event, bookmaker)
-JOIN events e ON e.external_id = k.event JOIN bookmakers b ON b.slug = k.bookmaker
-ORDER BY 1, 2 ON CONFLICT DO NOTHING
-"""
-_SELECT_FEEDS = """
-SELECT f.id, e.external_id, b.slug
-FROM unnest(%(events)s::text[], %(bookmakers)s::text[]) AS k(event, bookmaker)
-JOIN events e ON e.external_id = k.event JOIN bookmakers b ON b.slug = k.bookmaker
-JOIN feeds f ON f.event_id = e.id AND f.bookmaker_id = b.id
 """
 _POINT_FEEDS = """
 UPDATE feeds f SET current_snapshot_id = v.snapshot_id
@@ -63,25 +46,28 @@ def to_datetime(ts_ms: int) -> datetime:
 
 
 class Writer:
-    def __init__(self, database_url: str, deadline_s: float, application_name: str = "odds-consumer") -> None:
+    def __init__(
+        self,
+        database_url: str,
+        deadline_s: float,
+        *,
+        feed_id_cache: int,
+        application_name: str = "odds-consumer",
+    ) -> None:
         self._url = psycopg_url(database_url)
         self._deadline_s = deadline_s
         self._application_name = application_name
         self._conn: Connection | None = None
-        # Feed ids never change once created, so they are cached for the life of the process.
-        self._feed_ids: dict[str, int] = {}
+        self.feed_ids = FeedIds(feed_id_cache)
 
     def apply(self, parsed: list[Parsed], decode: Decoder) -> Plan:
         """Write the batch in one transaction and return the plan that was committed."""
         try:
             conn = self._connect()
             with _deadline(conn, self._deadline_s):
-                ids = self._ensure_feeds(conn, {p.feed for p in parsed})
-                with conn.transaction():
-                    states = self._lock_states(conn, ids)
-                    result = plan(parsed, states, decode)
-                    self._write(conn, result, ids)
-            return result
+                return self.feed_ids.run(
+                    conn, {p.feed for p in parsed}, lambda ids: self._apply(conn, parsed, decode, ids)
+                )
         except psycopg.Error as exc:
             self.discard()
             raise classify_db_error(exc) from exc
@@ -93,6 +79,13 @@ class Writer:
         except psycopg.Error as exc:
             self.discard()
             raise classify_db_error(exc) from exc
+
+    def _apply(self, conn: Connection, parsed: list[Parsed], decode: Decoder, ids: dict[str, int]) -> Plan:
+        with conn.transaction():
+            states = self._lock_states(conn, ids)
+            result = plan(parsed, states, decode)
+            self._write(conn, result, ids)
+        return result
 
     def discard(self) -> None:
         """Drop the connection: after a failure mid-transaction its state is unknown, so never reuse it."""
@@ -114,27 +107,6 @@ class Writer:
                 " -c synchronous_commit=on",
             )
         return self._conn
-
-    def _ensure_feeds(self, conn: Connection, feeds: set[str]) -> dict[str, int]:
-        missing = sorted(f for f in feeds if f not in self._feed_ids)
-        if missing:
-            # Committed on its own, before the batch: a feed row without snapshots is harmless, and the
-            # cache below must never hold the id of a row that a rollback took away.
-            keys: dict[str, list[str]] = {"events": [], "bookmakers": []}
-            for feed in missing:
-                event, bookmaker = feed.rsplit("|", 1)
-                keys["events"].append(event)
-                keys["bookmakers"].append(bookmaker)
-            with conn.transaction():
-                conn.execute(_ENSURE_FEEDS, keys)
-                conn.execute(_INSERT_FEEDS, keys)
-                rows = conn.execute(_SELECT_FEEDS, keys).fetchall()
-            # Cached only once the COMMIT has succeeded: a connection lost at COMMIT may have rolled the
-            # new feed rows back, and a cached id of a missing row would fail every later batch of the feed
-            # with a foreign-key violation, which dead-letters good entries.
-            for feed_id, event, bookmaker in rows:
-                self._feed_ids[f"{event}|{bookmaker}"] = feed_id
-        return {f: self._feed_ids[f] for f in feeds}
 
     def _lock_states(self, conn: Connection, ids: dict[str, int]) -> dict[str, FeedState]:
         by_id = {feed_id: feed for feed, feed_id in ids.items()}
@@ -204,7 +176,7 @@ def _deadline(conn: Connection, seconds: float) -> Iterator[None]:
         yield
     except psycopg.Error as exc:
         if fired.is_set():
-            raise Transient(f"postgres: no answer within the {seconds:g} s deadline") from exc
+            raise DeadlineExceeded(f"postgres: no answer within the {seconds:g} s deadline") from exc
         raise
     finally:
         timer.cancel()

@@ -48,3 +48,7 @@ class Keys:
     @property
     def stats(self) -> str:
         return f"{self.stream}:stats"
+
+    @property
+    def starts(self) -> str:
+        return f"{self.stream}:starts:{self.group}"

@@ -15,10 +15,10 @@ from sqlalchemy import (
     Float,
     ForeignKey,
     Index,
+    Integer,
     LargeBinary,
     MetaData,
     Sequence,
-    SmallInteger,
     Table,
     Text,
     UniqueConstraint,
@@ -33,7 +33,9 @@ snapshot_ids = Sequence("snapshot_ids", metadata=metadata)
 bookmakers = Table(
     "bookmakers",
     metadata,
-    Column("id", SmallInteger, primary_key=True, autoincrement=True),
+    # Integer, not smallint: a sequence can burn values (a rolled-back insert keeps its value), and a
+    # smallint one runs out at 32,767.
+    Column("id", Integer, primary_key=True, autoincrement=True),
     Column("slug", Text, nullable=False, unique=True),
 )
 
@@ -49,7 +51,7 @@ feeds = Table(
     metadata,
     Column("id", BigInteger, primary_key=True, autoincrement=True),
     Column("event_id", BigInteger, ForeignKey("events.id"), nullable=False),
-    Column("bookmaker_id", SmallInteger, ForeignKey("bookmakers.id"), nullable=False),
+    Column("bookmaker_id", Integer, ForeignKey("bookmakers.id"), nullable=False),
     # The newest applied snapshot: its fingerprint decides changed or unchanged and its last_confirmed_at
     # is the capture-time guard against stale entries. No foreign key, so a feed row can exist first.
     Column("current_snapshot_id", BigInteger, nullable=True),

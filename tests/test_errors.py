@@ -9,6 +9,7 @@ from psycopg import errors
 
 from consumer.errors import (
     BatchDataError,
+    DeadlineExceeded,
     Refused,
     Transient,
     Unavailable,
@@ -33,6 +34,16 @@ def test_a_connection_lost_without_sqlstate_is_retried() -> None:
     error = psycopg.OperationalError("server closed the connection unexpectedly")
     # When it is classified, then it is retried like any other lost connection
     assert type(classify_db_error(error)) is Transient
+
+
+@pytest.mark.parametrize("sqlstate", ["57014", "25P03"])
+def test_the_servers_side_of_the_deadline_is_a_deadline_miss(sqlstate: str) -> None:
+    # Given a statement cancelled by statement_timeout, or a connection ended by the idle-in-transaction
+    # timeout while the client built the rest of its transaction (both set to the client deadline)
+    policy = classify_db_error(errors.lookup(sqlstate)("boom"))
+    # Then it is retried, in smaller parts, and no person is called
+    assert isinstance(policy, DeadlineExceeded)
+    assert policy.cause == "transient"
 
 
 @pytest.mark.parametrize("sqlstate", ["22003", "22P02", "23505", "23514"])

@@ -9,15 +9,18 @@ import msgpack
 import psycopg
 import pytest
 import redis
+import structlog
 
 import consumer.batch
+from consumer.batch import BatchProcessor, PreparedBatch
 from consumer.daemon import Daemon
 from consumer.errors import Transient
+from consumer.plan import Entry
 from producer.publisher import Publisher
 from producer.simulator import SimulationSpec, Simulator
 from shared.keys import Keys, shard_of
 from shared.settings import Settings
-from shared.wire import Market, Snapshot, decode_data
+from shared.wire import Market, Snapshot, decode_data, encode
 from tests.history import compare, count_snapshot_rows, expected_history, stored_history
 from tests.support import drain
 
@@ -293,3 +296,81 @@ def test_postgres_rejecting_one_entry_dead_letters_only_that_one(
     assert [f[b"event"] for _, f in letters] == [b"e-refused"]
     assert b"23514" in letters[0][1][b"dead_reason"]
     assert count_snapshot_rows(db) == 7
+
+
+def test_a_transaction_that_misses_the_deadline_is_retried_in_smaller_parts(
+    settings: Settings, db: Conn, client: redis.Redis
+) -> None:
+    # Given Postgres stalling, past the deadline, every statement that writes more than 20 market rows
+    db.execute(
+        """
+        CREATE FUNCTION test_stall() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+          IF (SELECT count(*) FROM new_rows) > 20 THEN PERFORM pg_sleep(3); END IF;
+          RETURN NULL;
+        END $$;
+        CREATE TRIGGER test_stall AFTER INSERT ON markets REFERENCING NEW TABLE AS new_rows
+          FOR EACH STATEMENT EXECUTE FUNCTION test_stall();
+        """
+    )
+    try:
+        # And one batch of ten new snapshots of four markets each: 40 market rows in one transaction
+        settings = settings.with_(shards=1, db_deadline_s=1.0)
+        keys = Keys(settings.stream, settings.group, settings.shards)
+        sim = Simulator(SimulationSpec(events=10, bookmakers=("sportybet",), markets=4, seed=2))
+        published = sim.cycle(TS)
+        Publisher.from_settings(settings).publish_cycle(published)
+        daemon = Daemon(settings)
+        # When a consumer drains it
+        with structlog.testing.capture_logs() as logs:
+            drain(daemon)
+        daemon.writer.discard()
+    finally:
+        db.execute("DROP TRIGGER test_stall ON markets; DROP FUNCTION test_stall()")
+    # Then the batch committed in parts small enough to pass, each snapshot once, and the counters agree
+    report = compare(expected_history(published), stored_history(db))
+    assert report.ok, report.summary()
+    assert count_snapshot_rows(db) == stats(client, keys)["changed"] == len(published)
+    assert stats(client, keys)["read"] == len(published)
+    shrunk = [e for e in logs if e["event"] == "batch_part_shrunk"]
+    assert [(e["rows"], e["part_rows"]) for e in shrunk] == [(50, 25)]
+
+
+def test_a_batch_that_crashes_the_consumer_every_time_dead_letters_only_its_culprit(
+    settings: Settings, db: Conn, client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given 40 good snapshots in one shard, and between them an entry that some bug makes the consumer
+    # crash on, until it has been delivered more often than the dead-letter threshold
+    settings = settings.with_(shards=1, max_deliveries=10)
+    keys = Keys(settings.stream, settings.group, settings.shards)
+    publisher = Publisher.from_settings(settings)
+    good = [one(2.0 + i / 100, TS, event=f"sr:match:{i}") for i in range(40)]
+    publisher.publish_cycle(good[:20])
+    culprit = client.xadd(keys.shard(0), {k: v for k, v in encode(one(2.0, TS, "sr:match:crash")).items()})
+    publisher.publish_cycle(good[20:])
+    prepare = BatchProcessor.prepare
+
+    def crash_on_the_culprit(self: BatchProcessor, entries: list[Entry]) -> PreparedBatch:
+        if any(e.entry_id == culprit and e.deliveries <= settings.max_deliveries for e in entries):
+            raise RuntimeError("a bug this entry triggers")
+        return prepare(self, entries)
+
+    monkeypatch.setattr(BatchProcessor, "prepare", crash_on_the_culprit)
+    # When the consumer is restarted under its name after each crash, as a supervisor would
+    crashes = 0
+    while True:
+        daemon = Daemon(settings)
+        try:
+            drain(daemon)
+            break
+        except RuntimeError:
+            crashes += 1
+        finally:
+            daemon.writer.discard()
+    # Then only the culprit is dead-lettered: re-reading fewer entries after each crash let the good ones
+    # around it commit before their delivery counts reached the threshold
+    letters = client.xrange(keys.dead)
+    assert [f[b"dead_source_id"] for _, f in letters] == [culprit]
+    assert b"delivered 11 times" in letters[0][1][b"dead_reason"]
+    assert crashes == settings.max_deliveries
+    assert count_snapshot_rows(db) == len(good)

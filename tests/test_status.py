@@ -11,13 +11,17 @@ import redis
 import structlog
 
 from consumer.__main__ import EXIT_UNHEALTHY, main
+from consumer.batch import BatchProcessor
+from consumer.daemon import Daemon
 from consumer.plan import Entry, Poison
 from consumer.status import Thresholds, collect, render
 from consumer.stream import Outcome, ShardStreams
+from producer.publisher import Publisher
 from shared.backlog import count_below
 from shared.keys import Keys
 from shared.settings import Settings
 from shared.trim import trim
+from shared.wire import Market, Snapshot
 from tests.support import connection_flags
 
 Conn = psycopg.Connection[tuple[object, ...]]
@@ -125,6 +129,34 @@ def test_pending_per_consumer_shows_oldest_age_and_highest_delivery_count(
     assert len(problems) == 1 and "consumer a " in problems[0]
 
 
+def test_a_consumer_crashing_on_its_batch_again_and_again_is_unhealthy(
+    settings: Settings, client: redis.Redis, keys: Keys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given entries in the stream, and a consumer with a bug that makes it crash on them
+    Publisher.from_settings(settings).publish(
+        Snapshot("sr:match:1", "sportybet", 1_795_000_000_000, (Market("1X2", "", {"1": 2.0}),))
+    )
+
+    def crash(self: BatchProcessor, entries: list[Entry]) -> None:
+        raise RuntimeError("a bug this batch triggers")
+
+    monkeypatch.setattr(BatchProcessor, "prepare", crash)
+    # When it is restarted under its name after each crash, six times (as a supervisor would)
+    for _ in range(6):
+        daemon = Daemon(settings)
+        with pytest.raises(RuntimeError):
+            daemon.run()
+        daemon.writer.discard()
+    # Then status counts its starts and flags the entry it keeps failing on, though nothing is old yet
+    status = collect(client, keys)
+    (consumer,) = status.consumers
+    assert (consumer.name, consumer.starts, consumer.pending) == (settings.consumer, 6, 1)
+    assert consumer.max_deliveries == 6
+    problems = status.problems(Thresholds())
+    assert len(problems) == 1 and "delivered 6 times, over 5" in problems[0], problems
+    assert f"{settings.consumer}" in render(status, Thresholds()).split("UNHEALTHY")[0]
+
+
 def test_trim_point_predicts_what_trimming_deletes(client: redis.Redis, keys: Keys) -> None:
     # Given a group that has read 6 of 9 entries and acknowledged the first 4
     stream = keys.shard(0)
@@ -162,6 +194,23 @@ def test_fingerprint_coverage_and_last_commit(
     assert status.last_commit_age_ms is not None and status.last_commit_age_ms >= 60_000
     assert status.counters == {"changed": 3}
     assert "last commit 1m" in render(status, Thresholds())
+
+
+def test_an_id_sequence_past_half_its_range_is_unhealthy(
+    client: redis.Redis, keys: Keys, settings: Settings, db: Conn
+) -> None:
+    # Given a bookmaker id sequence that has handed out 60 % of its range (values burnt by inserts that
+    # conflicted or rolled back are gone for good), and the other sequences barely used
+    top = db.execute("SELECT max_value FROM pg_sequences WHERE sequencename = 'bookmakers_id_seq'").fetchone()
+    assert top is not None
+    db.execute("SELECT setval('bookmakers_id_seq', %s)", (int(str(top[0])) * 6 // 10,))
+    # When status is collected with the database
+    status = collect(client, keys, settings.database_url)
+    # Then it shows each sequence's use, and only the one past the threshold is a problem
+    assert round(status.id_use_pct["bookmakers_id_seq"]) == 60
+    assert status.id_use_pct["events_id_seq"] < 1
+    assert status.problems(Thresholds()) == ["sequence bookmakers_id_seq has used 60% of its range, over 50%"]
+    assert "bookmakers_id_seq 60%" in render(status, Thresholds())
 
 
 def test_database_error_is_reported_without_its_password(client: redis.Redis, keys: Keys) -> None:

@@ -92,6 +92,10 @@ GOOD = {
         ({b"ts": b"soon"}, "integer milliseconds"),
         ({b"ts": b"1795000000"}, "seconds instead of milliseconds"),
         ({b"data": b"x" * (LIMIT + 1)}, "over the limit"),
+        # int() raises a plain ValueError past 4,300 digits; with fewer, an age computed from it overflows
+        ({b"ts": b"1" * 5000}, "5000 characters long"),
+        ({b"ts": b"9" * 400}, "400 characters long"),
+        ({b"ts": b"x" * 21}, "21 characters long"),
     ],
 )
 def test_bad_header_gets_a_readable_reason(change: dict[bytes, bytes | None], reason: str) -> None:
@@ -100,6 +104,26 @@ def test_bad_header_gets_a_readable_reason(change: dict[bytes, bytes | None], re
     # Then parsing names what is wrong
     with pytest.raises(InvalidEntry, match=reason):
         parse_envelope(fields, LIMIT)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{b"bookmaker": 7}, {b"event": None}, {b"ts": 1795000000000}, {b"data": object()}, {b"v": 1}],
+    ids=["int bookmaker", "no event", "int ts", "object data", "int v"],
+)
+def test_header_parsing_raises_nothing_but_invalid_entry(change: dict[bytes, object]) -> None:
+    # Given fields no Redis reply holds (values that are not bytes), standing for whatever a parser bug
+    # could meet: another exception would crash the daemon on every redelivery of the entry
+    fields = {k: v for k, v in {**GOOD, **change}.items() if v is not None}
+    # Then parsing fails with a reason to dead-letter, or succeeds
+    try:
+        parse_envelope(fields, LIMIT)  # type: ignore[arg-type]
+    except InvalidEntry as exc:
+        assert str(exc)
+
+
+def test_a_ts_with_leading_zeros_is_still_a_capture_time() -> None:
+    assert parse_envelope({**GOOD, b"ts": b"0001795000000000"}, LIMIT).ts_ms == 1_795_000_000_000
 
 
 def test_unknown_fields_are_ignored() -> None:

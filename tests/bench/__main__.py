@@ -1,4 +1,4 @@
-"""`python -m tests.bench [--quick] [--backlog N]`: pipeline performance against real Redis and Postgres.
+"""`python -m tests.bench [--quick] [--backlog N] [--only-large]`: pipeline performance on real servers.
 
 Consumers run as real processes, as in production. Throughput is timed on a pre-filled backlog: the
 consumers are started and warmed up first (leases spread, opening lines written), then paused with SIGSTOP
@@ -26,6 +26,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--feeds", type=int, help="distinct feeds for the memory-growth run (default 1,000,000)"
     )
+    parser.add_argument(
+        "--only-large", action="store_true", help="only the row of 5,000-market snapshots (1,200 of them)"
+    )
     parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
     parser.add_argument(
         "--database-url",
@@ -39,9 +42,11 @@ def main(argv: list[str] | None = None) -> int:
         latency_s=4.0 if quick else 15.0,
         rss_backlog=args.backlog or (20_000 if quick else 1_000_000),
         feeds=args.feeds or (50_000 if quick else 1_000_000),
+        large_events=20 if quick else 100,
+        large_cycles=2 if quick else 4,
     )
     started = time.perf_counter()
-    report = run(args.redis_url, args.database_url, size)
+    report = run(args.redis_url, args.database_url, size, only_large=args.only_large)
     print("| Measure | Result | Alongside |")
     print("|---|---|---|")
     print("\n".join(report.lines))

@@ -37,6 +37,8 @@ class Size:
     latency_s: float
     rss_backlog: int
     feeds: int  # distinct feeds for the memory-growth row
+    large_events: int  # events of the 5,000-market row, times the bookmakers and large_cycles
+    large_cycles: int
 
 
 def ms_now() -> int:

@@ -6,8 +6,10 @@ import sys
 from dataclasses import dataclass, field
 
 from tests.bench import measures
-from tests.bench.harness import BOOKMAKERS, MARKETS, SEED, Size, bench
+from tests.bench.harness import BOOKMAKERS, MARKETS, SEED, Bench, Size, bench
+from tests.bench.large import large_snapshots
 from tests.bench.measures import RunResult
+from tests.large_snapshots import MARKETS as LARGE_MARKETS
 
 RATES = (0.0, 0.2, 1.0)
 
@@ -20,8 +22,12 @@ class Report:
         self.lines.append(f"| {what} | {value} | {note} |")
 
 
-def run(redis_url: str, database_url: str, size: Size) -> Report:
+def run(redis_url: str, database_url: str, size: Size, only_large: bool = False) -> Report:
     report = Report()
+    if only_large:
+        with bench(redis_url, database_url, size) as b:
+            large_row(b, report)
+        return report
     per_cycle = size.events * len(BOOKMAKERS)
     say(
         f"workload: {size.events} events x {len(BOOKMAKERS)} bookmakers x {MARKETS} markets = {per_cycle} "
@@ -115,7 +121,20 @@ def run(redis_url: str, database_url: str, size: Size) -> Report:
             f"fingerprints {fp_bytes / 1_048_576:,.0f} MB in Redis for {fields:,} feeds "
             f"({fp_bytes / max(1, fields):,.0f} B each); one expiry pass {sweep_s:,.1f} s, {left:,} left",
         )
+        large_row(b, report)
     return report
+
+
+def large_row(b: Bench, report: Report) -> None:
+    entries = b.size.large_events * len(BOOKMAKERS) * b.size.large_cycles
+    say(f"{entries:,} snapshots of {LARGE_MARKETS:,} markets ...")
+    total, rate, peak_kb, stored = large_snapshots(b, b.size.large_events, b.size.large_cycles)
+    report.row(
+        f"{LARGE_MARKETS:,}-market snapshots (420 kB each), one consumer",
+        f"{rate:,.1f}/s ({rate * LARGE_MARKETS:,.0f} market rows/s)",
+        f"peak RSS {peak_kb / 1024:,.0f} MB through {total:,} entries; every one stored with its markets: "
+        f"{'yes' if stored else 'NO'}",
+    )
 
 
 def say(text: str) -> None:

@@ -20,7 +20,8 @@ API (kept stable; tests/faults/test_*.py import it):
 - run.start_consumer(name=None, redis_url=None, module="consumer", env=None, wait=True) -> ConsumerProcess
   (kill / terminate / freeze / thaw / alive / wait_started / log_text / log_path); wait=True returns once
   it logged consumer_started. run.consumer(name) is the newest process of that name.
-- run.publish_cycles(n) publishes n cycles synchronously; run.publishing(redis_url=None) in a thread.
+- run.publish_cycles(n) publishes n cycles synchronously; run.publishing(redis_url=None) in a thread;
+  run.publish_snapshots(snapshots) publishes snapshots a test built itself.
   Only snapshots Redis accepted are recorded (run.accepted); finish() flushes the producer's buffer first.
 - run.fault(name) records a FaultRecord; recovery = time from the fault's end until every entry that was in
   the stream at that moment is acknowledged (an upper bound, marked "<=", when only the final drain told).
@@ -270,12 +271,17 @@ class FaultRun:
 
     def publish_cycles(self, cycles: int = 1, redis_url: str | None = None) -> int:
         """Publish cycles synchronously; returns how many snapshots Redis accepted in these calls."""
+        return sum(self._publish(self.next_cycle(), redis_url) for _ in range(cycles))
+
+    def publish_snapshots(self, snapshots: list[Snapshot], redis_url: str | None = None) -> int:
+        """Publish snapshots a test built itself, as one cycle; how many Redis accepted in this call."""
+        self.generated += len(snapshots)
+        return self._publish(snapshots, redis_url)
+
+    def _publish(self, snapshots: list[Snapshot], redis_url: str | None) -> int:
         publisher = self._producer(redis_url)
-        accepted = 0
-        for _ in range(cycles):
-            with self._lock:
-                accepted += publisher.publish_cycle(self.next_cycle()).published
-        return accepted
+        with self._lock:
+            return publisher.publish_cycle(snapshots).published
 
     @contextlib.contextmanager
     def publishing(self, redis_url: str | None = None) -> Iterator[None]:

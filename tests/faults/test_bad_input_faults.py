@@ -66,6 +66,9 @@ def bad_entries(ts: int) -> list[tuple[str, Fields, str]]:
         ("negative odds", {**h("negative"), "data": one_market(-2.0)}, "from 1.0 to"),
         ("10 MB entry", {**h("huge"), "data": msgpack.packb(b"x" * 10_000_000)}, "over the limit"),
         ("unknown v", {**h("v2"), "v": b"2", "data": one_market(2.1)}, "unsupported wire version"),
+        # Python's int() refuses over 4,300 digits with a plain ValueError; fewer still overflow a float.
+        ("ts of 5,000 digits", {**h("ts-5000"), "ts": b"1" * 5000, "data": one_market(2.1)}, "digits"),
+        ("ts of 400 digits", {**h("ts-400"), "ts": b"9" * 400, "data": one_market(2.1)}, "digits"),
         (
             "outcome named twice (text and bin)",
             {
@@ -124,7 +127,7 @@ def redis_cli(port: int, *args: str, stdin: bytes | None = None) -> bytes:
 
 def test_bad_entries_are_dead_lettered_once_and_their_batch_neighbours_stored(tmp_path: Path) -> None:
     config = RunConfig(consumers=1, batch_size=50)
-    with FaultRun("bad input: 16 kinds, 4 by redis-cli", tmp_path, config) as run:
+    with FaultRun("bad input: 18 kinds, 4 by redis-cli", tmp_path, config) as run:
         # Given good cycles with bad entries between them, some written by hand with redis-cli, all waiting
         # in the stream before the consumer starts, so that bad and good ones share batches
         ts = TS0 + 500
