@@ -282,6 +282,8 @@ class Daemon:
             try:
                 self._maintain_leases(force=True)
                 self.memory.sample()  # an outage is when Redis fills: keep the estimate current
+                # Without this the backlog gauges would freeze at their value from before the failure.
+                self.metrics.refresh(self.leases.owned)
             except redis.RedisError:
                 continue
             if batch.streams - {self.keys.shard(n) for n in self.leases.owned}:
