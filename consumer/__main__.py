@@ -159,7 +159,7 @@ def history(args: argparse.Namespace, settings: Settings) -> int:
         return 1
     if args.plot:
         try:
-            width, height = render_chart(rows, args.plot, f"{args.event}: odds by bookmaker")
+            width, height = render_chart(rows, args.plot, f"{args.event}: odds by bookmaker", since)
         except ChartError as exc:
             print(exc, file=sys.stderr)
             return 2

@@ -44,12 +44,15 @@ def chart_size(panels: int) -> tuple[int, int]:
     return WIDTH_PX, HEADER_PX + PANEL_PX * panels
 
 
-def panels(rows: Iterable[HistoryRow]) -> dict[PanelKey, dict[str, list[Span]]]:
-    """Per outcome, per bookmaker, the spans in capture order (rows come ordered by the history query)."""
+def panels(
+    rows: Iterable[HistoryRow], since: dt.datetime | None = None
+) -> dict[PanelKey, dict[str, list[Span]]]:
+    """Per outcome, per bookmaker, the spans in capture order; a span that began before since starts there."""
     grouped: dict[PanelKey, dict[str, list[Span]]] = {}
     for row in rows:
         series = grouped.setdefault((row.market, row.specifier, row.outcome), {})
-        series.setdefault(row.bookmaker, []).append(Span(row.captured_at, row.last_confirmed_at, row.odds))
+        start = row.captured_at if since is None else max(row.captured_at, since)
+        series.setdefault(row.bookmaker, []).append(Span(start, row.last_confirmed_at, row.odds))
     for by_bookmaker in grouped.values():
         for spans in by_bookmaker.values():
             spans.sort()
@@ -78,9 +81,11 @@ def pieces(spans: Sequence[Span], gap: dt.timedelta | None) -> list[list[Vertex]
     return drawn
 
 
-def render(rows: Sequence[HistoryRow], path: Path, title: str) -> tuple[int, int]:
-    """Draw the chart as a PNG at path; returns its size in pixels."""
-    grouped = panels(rows)
+def render(
+    rows: Sequence[HistoryRow], path: Path, title: str, since: dt.datetime | None = None
+) -> tuple[int, int]:
+    """Draw the chart as a PNG at path, from since on if given; returns its size in pixels."""
+    grouped = panels(rows, since)
     if not grouped:
         raise ChartError("no history to draw")
     if len(grouped) > MAX_PANELS:
@@ -104,9 +109,17 @@ def render(rows: Sequence[HistoryRow], path: Path, title: str) -> tuple[int, int
         for bookmaker, spans in series.items():
             for piece in pieces(spans, gap):
                 times, odds = zip(*piece, strict=True)
-                # A piece seen at one capture only has no length: a dot keeps it visible.
-                marker = "o" if len(set(times)) == 1 else ""
-                ax.plot(times, odds, color=colours[bookmaker], linewidth=1.6, marker=marker, markersize=3)
+                # A dot at the last confirmation before a gap or the end: it also keeps visible a value
+                # seen at one capture only, which has no length.
+                ax.plot(
+                    times,
+                    odds,
+                    color=colours[bookmaker],
+                    linewidth=1.6,
+                    marker="o",
+                    markersize=3,
+                    markevery=[len(piece) - 1],
+                )
         ax.set_title(f"{market} {specifier}".strip() + f": {outcome}", loc="left", fontsize=10)
         ax.set_ylabel("odds")
         ax.grid(alpha=0.3)

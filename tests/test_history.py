@@ -20,7 +20,7 @@ import structlog
 from consumer.__main__ import main
 from consumer.daemon import Daemon
 from consumer.history import HistoryQuery, HistoryRow, parse_since
-from consumer.history_chart import Span, gap_threshold, pieces
+from consumer.history_chart import Span, gap_threshold, panels, pieces
 from consumer.history_output import table
 from producer.publisher import Publisher
 from producer.simulator import SimulationSpec, Simulator
@@ -233,3 +233,13 @@ def test_plot_without_matplotlib_says_how_to_install_it(
     assert code == 2
     assert "pip install 'odds-pipeline[plot]'" in capsys.readouterr().err
     assert not (tmp_path / "c.png").exists()
+
+
+def test_a_chart_since_a_time_starts_there() -> None:
+    # Given a row in force from minute 0 to 10, and one from 11 to 12
+    rows = [
+        HistoryRow("bet9ja", "1X2", "", "1", 2.5, at(0), at(10)),
+        HistoryRow("bet9ja", "1X2", "", "1", 2.6, at(11), at(12)),
+    ]
+    # When the chart starts at minute 5, then the first span is cut there and the other is whole
+    assert panels(rows, since=at(5)) == {("1X2", "", "1"): {"bet9ja": [span(5, 10, 2.5), span(11, 12, 2.6)]}}
