@@ -36,21 +36,31 @@ class Prometheus:
         targets: dict[str, list[str]],
         rule_files: list[Path] | None = None,
         interval: str = "1s",
+        file_sd: Path | None = None,
     ) -> None:
+        """targets: job -> host:port to scrape; file_sd: a JSON target file to watch for more."""
         self.workdir = workdir
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._binary = binary
         self._config = workdir / "prometheus.yml"
+        jobs: list[dict[str, Any]] = [
+            {"job_name": job, "static_configs": [{"targets": hosts}]} for job, hosts in targets.items()
+        ]
+        if file_sd is not None:
+            # The job label comes from the file's target groups.
+            jobs.append({"job_name": "file", "file_sd_configs": [{"files": [str(file_sd)]}]})
         self._config.write_text(
             yaml.safe_dump(
                 {
-                    "global": {"scrape_interval": interval, "evaluation_interval": interval},
+                    # A frozen process must not hold a scrape beyond the next one.
+                    "global": {
+                        "scrape_interval": interval,
+                        "scrape_timeout": interval,
+                        "evaluation_interval": interval,
+                    },
                     "rule_files": [str(p) for p in (rule_files if rule_files is not None else [RULES])],
-                    "scrape_configs": [
-                        {"job_name": job, "static_configs": [{"targets": hosts}]}
-                        for job, hosts in targets.items()
-                    ],
+                    "scrape_configs": jobs,
                 }
             )
         )

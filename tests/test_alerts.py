@@ -5,10 +5,13 @@ from __future__ import annotations
 import pathlib
 import re
 import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+
+from tests.faults.alerting import scaled_rules
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -99,3 +102,21 @@ def test_alert_says_what_to_check_first_in_the_readme_troubleshooting_words(rule
 def test_readme_lists_no_alert_the_rules_do_not_have() -> None:
     listed = set(re.findall(r"^\| `(\w+)` \|", readme_section("Alerts"), re.M))
     assert listed == {rule["alert"] for rule in rules()}
+
+
+def test_fault_runs_scale_every_rule_duration_and_the_result_still_checks(
+    promtool: str, tmp_path: Path
+) -> None:
+    # Given the rule file with its durations divided by 20, as the fault runs evaluate it
+    scaled = scaled_rules((DEPLOY / "alerts.yml").read_text(), factor=20)
+    (tmp_path / "alerts.yml").write_text(scaled)
+    # Then windows, subquery steps and for clauses shrank, and promtool still accepts the rules
+    doc = {r["alert"]: r for g in yaml.safe_load(scaled)["groups"] for r in g["rules"]}
+    assert "[15000ms:3000ms]" in doc["OddsBacklogGrowing"]["expr"]
+    assert doc["OddsBacklogGrowing"]["for"] == "30000ms"
+    assert "[180000ms]" in doc["OddsEntriesTrimmedUnread"]["expr"]
+    assert not re.search(r"\[\d+[smhd]\]", scaled)
+    checked = subprocess.run(
+        [promtool, "check", "rules", "alerts.yml"], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
