@@ -145,18 +145,18 @@ def history(args: argparse.Namespace, settings: Settings) -> int:
     except ValueError as exc:
         print(exc, file=sys.stderr)
         return 2
+    written, rows = 0, []
     with psycopg.connect(psycopg_url(settings.database_url)) as conn:
         if args.csv:
             with Progress("writing history", unit="rows") as progress:
-                found = write_csv(fetch(conn, query), sys.stdout, progress.update)
-        rows = list(fetch(conn, query)) if args.plot or not args.csv else []
-    if not args.csv:
-        found = len(rows)
-        if rows and not args.plot:
-            print(table(rows))
-    if not found:
+                written = write_csv(fetch(conn, query), sys.stdout, progress.update)
+        if args.plot or not args.csv:
+            rows = list(fetch(conn, query))
+    if not (written or rows):
         print(f"no odds history for {query.describe()}", file=sys.stderr)
         return 1
+    if not (args.csv or args.plot):
+        print(table(rows))
     if args.plot:
         try:
             width, height = render_chart(rows, args.plot, f"{args.event}: odds by bookmaker", since)

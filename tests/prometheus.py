@@ -6,7 +6,9 @@ what an operator's Prometheus would see.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 import subprocess
 import time
 import urllib.error
@@ -36,20 +38,17 @@ class Prometheus:
         targets: dict[str, list[str]],
         rule_files: list[Path] | None = None,
         interval: str = "1s",
-        file_sd: Path | None = None,
+        port: int | None = None,
     ) -> None:
-        """targets: job -> host:port to scrape; file_sd: a JSON target file to watch for more."""
+        """targets: job -> the host:port addresses to scrape; port: where to listen (default: a free one)."""
         self.workdir = workdir
-        self.port = free_port()
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._binary = binary
         self._config = workdir / "prometheus.yml"
         jobs: list[dict[str, Any]] = [
             {"job_name": job, "static_configs": [{"targets": hosts}]} for job, hosts in targets.items()
         ]
-        if file_sd is not None:
-            # The job label comes from the file's target groups.
-            jobs.append({"job_name": "file", "file_sd_configs": [{"files": [str(file_sd)]}]})
         self._config.write_text(
             yaml.safe_dump(
                 {
@@ -147,6 +146,12 @@ class Prometheus:
         result: list[dict[str, Any]] = data["result"]
         return result
 
+    def query_range(self, expr: str, start: float, end: float, step_s: float) -> list[dict[str, Any]]:
+        """A range query as [{"metric": labels, "values": [[time, "text"], ...]}]."""
+        data = self.api("query_range", query=expr, start=str(start), end=str(end), step=str(step_s))
+        result: list[dict[str, Any]] = data["result"]
+        return result
+
     def values(self, expr: str) -> dict[tuple[tuple[str, str], ...], float]:
         """The instant vector as {sorted label pairs without __name__: value}."""
         return {
@@ -170,3 +175,14 @@ class Prometheus:
 
     def firing(self) -> set[str]:
         return {a["labels"]["alertname"] for a in self.api("alerts")["alerts"] if a["state"] == "firing"}
+
+
+def distinct_free_ports(count: int) -> list[int]:
+    """Loopback ports free a moment ago, all different: held open together while they are picked."""
+    with contextlib.ExitStack() as held:
+        sockets = [
+            held.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) for _ in range(count)
+        ]
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]

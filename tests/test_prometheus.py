@@ -22,14 +22,13 @@ import psycopg
 import pytest
 import redis
 
-from consumer.localservers import free_port
 from consumer.metrics import OUTCOMES, ConsumerMetrics
 from producer.metrics import registry_for
 from producer.publisher import Publisher
 from shared.db import psycopg_url
 from shared.keys import Keys
 from shared.settings import Settings
-from tests.prometheus import CONSUMER_JOB, PRODUCER_JOB, Prometheus
+from tests.prometheus import CONSUMER_JOB, PRODUCER_JOB, Prometheus, distinct_free_ports
 from tests.support import env_for, wait_until_drained
 from tests.test_alerts import rules
 
@@ -88,11 +87,12 @@ def scraped_run(
     )
     client = redis.Redis.from_url(redis_url)
     keys = Keys(settings.stream, settings.group, settings.shards)
-    consumer_port, simulator_port = free_port(), free_port()
+    prometheus_port, consumer_port, simulator_port = distinct_free_ports(3)
     targets = {CONSUMER_JOB: [f"127.0.0.1:{consumer_port}"], PRODUCER_JOB: [f"127.0.0.1:{simulator_port}"]}
     processes: list[subprocess.Popen[bytes]] = []
     try:
-        with Prometheus(prometheus_binary, tmp_path_factory.mktemp("prometheus"), targets) as prometheus:
+        workdir = tmp_path_factory.mktemp("prometheus")
+        with Prometheus(prometheus_binary, workdir, targets, port=prometheus_port) as prometheus:
             started_s = time.time()
             processes.append(
                 start(["consumer", "run", "--name", "prom-1", "--metrics-port", str(consumer_port)], settings)
