@@ -168,7 +168,7 @@ def test_gauges_follow_owned_shards_and_count_the_backlog(client: redis.Redis, k
         assert ("odds_consumer_backlog_entries", (("shard", "0"),)) not in samples
         assert value(samples, "odds_consumer_owned_shards") == 1
         # And the owned count follows at once, also between two refreshes of the backlog
-        slow = ConsumerMetrics(client, keys, refresh_s=3600)
+        slow = ConsumerMetrics(client, keys, watch, refresh_s=3600)
         slow.refresh({0, 1})
         slow.refresh({1})
         assert slow.registry.get_sample_value("odds_consumer_owned_shards") == 1

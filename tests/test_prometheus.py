@@ -22,7 +22,9 @@ import psycopg
 import pytest
 import redis
 
+from consumer.memory_watch import MemoryWatch
 from consumer.metrics import OUTCOMES, ConsumerMetrics
+from consumer.stream import ShardStreams
 from producer.metrics import registry_for
 from producer.publisher import Publisher
 from shared.db import psycopg_url
@@ -186,7 +188,8 @@ def exported_names() -> set[str]:
     """Every sample name the consumer and the producer serve, read from their own registries."""
     keys = Keys("names", "group", 1)
     client = redis.Redis()  # never connects: building the registries sends no command
-    registries = [ConsumerMetrics(client, keys).registry, registry_for(Publisher(client, keys))]
+    watch = MemoryWatch(client, ShardStreams(client, keys, "names"))
+    registries = [ConsumerMetrics(client, keys, watch).registry, registry_for(Publisher(client, keys))]
     names = set()
     for family in (family for registry in registries for family in registry.collect()):
         # A labelled gauge has no sample before its first set, so the names come from the family's type.
