@@ -146,12 +146,16 @@ def history(args: argparse.Namespace, settings: Settings) -> int:
         print(exc, file=sys.stderr)
         return 2
     written, rows = 0, []
-    with psycopg.connect(psycopg_url(settings.database_url)) as conn:
-        if args.csv:
-            with Progress("writing history", unit="rows") as progress:
-                written = write_csv(fetch(conn, query), sys.stdout, progress.update)
-        if args.plot or not args.csv:
-            rows = list(fetch(conn, query))
+    try:
+        with psycopg.connect(psycopg_url(settings.database_url)) as conn:
+            if args.csv:
+                with Progress("writing history", unit="rows") as progress:
+                    written = write_csv(fetch(conn, query), sys.stdout, progress.update)
+            if args.plot or not args.csv:
+                rows = list(fetch(conn, query))
+    except psycopg.Error as exc:
+        print(f"history: postgres at {redact(settings.database_url)}: {str(exc).strip()}", file=sys.stderr)
+        return EXIT_REFUSED if db_access_refused(exc) else EXIT_UNREACHABLE
     if not (written or rows):
         print(f"no odds history for {query.describe()}", file=sys.stderr)
         return 1

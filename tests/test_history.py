@@ -22,6 +22,7 @@ from consumer.daemon import Daemon
 from consumer.history import HistoryQuery, HistoryRow, parse_since
 from consumer.history_chart import Span, gap_threshold, panels, pieces
 from consumer.history_output import table
+from consumer.localservers import free_port
 from producer.publisher import Publisher
 from producer.simulator import SimulationSpec, Simulator
 from shared.settings import Settings
@@ -243,3 +244,13 @@ def test_a_chart_since_a_time_starts_there() -> None:
     ]
     # When the chart starts at minute 5, then the first span is cut there and the other is whole
     assert panels(rows, since=at(5)) == {("1X2", "", "1"): {"bet9ja": [span(5, 10, 2.5), span(11, 12, 2.6)]}}
+
+
+def test_an_unreachable_database_is_named_without_its_password(capsys: pytest.CaptureFixture[str]) -> None:
+    # Given a database URL with a password, where nothing listens
+    url = f"postgresql://postgres:pg-Secret-3@127.0.0.1:{free_port()}/odds"
+    # When the history is asked for, then the command says which server failed, hides the password, exits 3
+    assert main(["history", "sr:match:1", "--database-url", url]) == 3
+    err = capsys.readouterr().err
+    assert "history: postgres at postgresql://postgres:***@127.0.0.1" in err
+    assert "pg-Secret-3" not in err
