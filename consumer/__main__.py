@@ -1,10 +1,11 @@
-"""`python -m consumer run | migrate | status | dlq list|replay|purge | demo`."""
+"""`python -m consumer run | migrate | status | dlq list|replay|purge | history | demo`."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from pathlib import Path
 
 import psycopg
 import redis
@@ -16,11 +17,17 @@ from consumer.daemon import Daemon
 from consumer.dlq import DeadLetters, Selection
 from consumer.dlq import render as render_letters
 from consumer.errors import db_access_refused
+from consumer.history import HistoryQuery, fetch, parse_since
+from consumer.history_chart import INSTALL_HINT, ChartError
+from consumer.history_chart import render as render_chart
+from consumer.history_output import table, write_csv
 from consumer.migrate import create_database_if_missing, upgrade
 from consumer.status import THRESHOLD_NAMES, Thresholds, collect, render
 from shared.cli import EXIT_REFUSED, EXIT_SETTINGS, add_connection_options, settings_from
+from shared.db import psycopg_url
 from shared.keys import Keys
 from shared.logs import configure, redact
+from shared.progress import Progress
 from shared.redis_client import connect
 from shared.redis_errors import access_refused, what_to_fix
 from shared.settings import Settings, SettingsError
@@ -48,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
         return Daemon(settings).run()
     if args.command == "migrate":
         return migrate(settings)
+    if args.command == "history":
+        return history(args, settings)
     try:
         return status(args, settings) if args.command == "status" else dlq(args, settings)
     except redis.RedisError as exc:
@@ -62,7 +71,9 @@ def migrate(settings: Settings) -> int:
     try:
         if create_database_if_missing(settings.database_url):
             log.info("database_created", database=settings.database_url)
-        upgrade(settings.database_url)
+        # One migration on a large database can run for minutes: the line's clock shows it is alive.
+        with Progress("migrating", unit="revisions", heartbeat_s=1.0) as progress:
+            upgrade(settings.database_url, progress=progress.update)
     except (psycopg.Error, sqlalchemy.exc.DBAPIError) as exc:
         cause = exc.orig if isinstance(exc, sqlalchemy.exc.DBAPIError) else exc
         refused = isinstance(cause, psycopg.Error) and db_access_refused(cause)
@@ -100,7 +111,8 @@ def dlq(args: argparse.Namespace, settings: Settings) -> int:
         print("name dead letter ids, --reason TEXT, or --all", file=sys.stderr)
         return 2
     if args.action == "replay":
-        result = letters.replay(selection)
+        with Progress("replaying dead letters") as progress:
+            result = letters.replay(selection, progress.update)
         print(
             json.dumps(
                 {"replayed": result.replayed, "already_gone": result.already_gone, "empty": result.empty},
@@ -115,7 +127,42 @@ def dlq(args: argparse.Namespace, settings: Settings) -> int:
             return EXIT_UNHEALTHY
         if input(f"Delete {count} dead letters for good? [y/N] ").strip().lower() not in ("y", "yes"):
             return EXIT_UNHEALTHY
-    print(json.dumps({"purged": letters.purge(selection)}))
+    with Progress("purging dead letters") as progress:
+        purged = letters.purge(selection, progress.update)
+    print(json.dumps({"purged": purged}))
+    return 0
+
+
+def history(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        since = parse_since(args.since) if args.since else None
+        query = HistoryQuery(args.event, args.bookmaker, args.market, args.specifier, since)
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    written, rows = 0, []
+    try:
+        with psycopg.connect(psycopg_url(settings.database_url)) as conn:
+            if args.csv:
+                with Progress("writing history", unit="rows") as progress:
+                    written = write_csv(fetch(conn, query), sys.stdout, progress.update)
+            if args.plot or not args.csv:
+                rows = list(fetch(conn, query))
+    except psycopg.Error as exc:
+        print(f"history: postgres at {redact(settings.database_url)}: {str(exc).strip()}", file=sys.stderr)
+        return EXIT_REFUSED if db_access_refused(exc) else EXIT_UNREACHABLE
+    if not (written or rows):
+        print(f"no odds history for {query.describe()}", file=sys.stderr)
+        return 1
+    if not (args.csv or args.plot):
+        print(table(rows))
+    if args.plot:
+        try:
+            width, height = render_chart(rows, args.plot, f"{args.event}: odds by bookmaker", since)
+        except ChartError as exc:
+            print(exc, file=sys.stderr)
+            return 2
+        print(f"wrote {args.plot} ({width}x{height} px)", file=sys.stderr)
     return 0
 
 
@@ -154,6 +201,19 @@ def _parser() -> argparse.ArgumentParser:
     ):
         default = getattr(defaults, name.lower())
         status.add_argument(flag, type=int, help=f"{unit} (env ODDS_STATUS_{name}; default {default})")
+    hist = sub.add_parser("history", help="one event's odds history: a table, CSV, or a chart")
+    add_connection_options(hist)
+    hist.add_argument("event", help="the event's external id, as published")
+    hist.add_argument("--bookmaker", help="only this bookmaker")
+    hist.add_argument("--market", help="only this market")
+    hist.add_argument("--specifier", help="only this specifier of --market ('' for none)")
+    hist.add_argument(
+        "--since", help="rows still in force at or after: ISO 8601 (UTC by default) or 30m, 6h, 2d"
+    )
+    hist.add_argument("--csv", action="store_true", help="CSV on stdout instead of a table")
+    hist.add_argument(
+        "--plot", type=Path, metavar="FILE.png", help=f"draw the odds over time ({INSTALL_HINT})"
+    )
     dead = sub.add_parser("dlq", help="list, replay or purge dead letters")
     actions = dead.add_subparsers(dest="action", required=True)
     for action, text in (

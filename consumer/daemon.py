@@ -269,6 +269,7 @@ class Daemon:
         if deleted:
             log.error("pending_entries_trimmed_before_reclaim", shard=n, lost=len(deleted))
             self.streams.record_stats({"lost_trimmed": len(deleted)})
+            self.metrics.lost_before_reclaim(len(deleted))
         if claimed:
             log.info("entries_reclaimed", shard=n, count=claimed)
         elif self.streams.others_pending(n) == 0:
@@ -313,6 +314,8 @@ class Daemon:
                 # share, would make their next owner apply it again (and count it as duplicates).
                 self._maintain_leases(force=True, keep=self._shards_of(batch))
                 self.memory.sample()  # an outage is when Redis fills: keep the estimate current
+                # Without this the backlog gauges would freeze at their value from before the failure.
+                self.metrics.refresh(self.leases.owned)
             except redis.RedisError:
                 continue
             if batch.streams - {self.keys.shard(n) for n in self.leases.owned}:
@@ -343,6 +346,7 @@ class Daemon:
             forced = trim(self.client, self.keys.shard(n), self.settings.stream_hard_cap).forced
             if forced:
                 self.streams.record_stats({"forced_trimmed": forced})
+            self.metrics.forced_trimmed.inc(forced)
             removed = self.streams.remove_idle_consumers(n, self.settings.consumer_expiry_ms)
             if removed:
                 log.info("idle_consumers_removed", shard=n, consumers=removed)

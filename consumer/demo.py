@@ -7,6 +7,7 @@ real processes, exactly as an operator would run them.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import pathlib
 import shutil
@@ -28,6 +29,16 @@ from shared.logs import redact
 from shared.settings import Settings
 
 WORKDIR = pathlib.Path(".demo")
+CHART = WORKDIR / "odds-movement.png"
+# The market of this run whose prices moved most, among those with few enough outcomes for one chart.
+_MOST_MOVED = """
+SELECT event, market, specifier FROM odds_history
+WHERE last_confirmed_at >= %s
+GROUP BY event, market, specifier
+HAVING count(DISTINCT outcome) <= 4
+ORDER BY count(DISTINCT (bookmaker, outcome, odds)) DESC, event, market, specifier
+LIMIT 1
+"""
 EVENTS, BOOKMAKERS, MARKETS, CYCLES, INTERVAL_S, CHANGE_RATE = (
     200,
     "sportybet,bet9ja,betking",
@@ -68,6 +79,7 @@ def _run(settings: Settings, private: bool) -> int:
     WORKDIR.mkdir(exist_ok=True)
     simulate = ["simulate", "--events", str(EVENTS), "--bookmakers", BOOKMAKERS, "--markets", str(MARKETS)]
     simulate += ["--cycles", str(CYCLES), "--interval-s", str(INTERVAL_S), "--change-rate", str(CHANGE_RATE)]
+    since = dt.datetime.now(dt.UTC)
     producer = _start("producer", [*simulate, "--seed", "7"], env)
     consumer = _start("consumer", ["run", "--name", "demo-1"], env)
     client = redis.Redis.from_url(settings.redis_url)
@@ -96,7 +108,29 @@ def _run(settings: Settings, private: bool) -> int:
                 proc.wait(timeout=30)
     final = collect(client, keys)
     _summary(settings, final.counters, final.backlog, private)
+    _chart(settings, since)
     return 0 if producer.returncode == 0 and consumer.returncode == 0 else 1
+
+
+def _chart(settings: Settings, started: dt.datetime) -> None:
+    """Draw the odds movement of the market that moved most in this run, with the history command."""
+    with psycopg.connect(psycopg_url(settings.database_url)) as conn:
+        found = conn.execute(_MOST_MOVED, (started,)).fetchone()
+    if found is None:
+        return
+    event, market, specifier = (str(value) for value in found)
+    args = ["history", event, "--market", market, "--specifier", specifier, "--since", started.isoformat()]
+    drawn = subprocess.run(
+        [sys.executable, "-m", "consumer", *args, "--plot", str(CHART)],
+        env={**os.environ, "DATABASE_URL": settings.database_url},
+        capture_output=True,
+        text=True,
+    )
+    shown = " ".join(f"'{a}'" if not a or " " in a else a for a in args)
+    if drawn.returncode == 0:
+        print(f"\nodds movement chart  {CHART}  (python -m consumer {shown} --plot {CHART.name})")
+    else:
+        print(f"\nno odds movement chart: {drawn.stderr.strip()}")
 
 
 def _start(package: str, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:

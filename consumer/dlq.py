@@ -6,7 +6,7 @@ dead_deliveries, dead_consumer and dead_at_ms (see ShardStreams._dead_letter).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -23,6 +23,12 @@ DEAD_PREFIX = b"dead_"
 PAGE = 500
 PREVIEW_CHARS = 160
 RawEntry = tuple[bytes, dict[bytes, bytes]]
+OnProgress = Callable[[int, int], None]  # (done, total), after each step of a long command
+
+
+def _quiet(done: int, total: int) -> None:
+    pass
+
 
 # Publish and delete in one atomic step, and only while the dead letter still exists: replaying the same
 # letter twice (a retried command, two operators at once) publishes it once.
@@ -131,10 +137,12 @@ class DeadLetters:
     def _range(self, **bounds: Any) -> list[RawEntry]:
         return cast(list[RawEntry], self._client.xrange(self._keys.dead, **bounds))
 
-    def replay(self, selection: Selection) -> ReplayResult:
+    def replay(self, selection: Selection, progress: OnProgress = _quiet) -> ReplayResult:
         """Put the selected dead letters back on their feed's shard, deleting each in the same step."""
         result = ReplayResult({}, [], [])
-        for letter in list(self.scan(selection)):
+        letters = list(self.scan(selection))
+        for done, letter in enumerate(letters, 1):
+            progress(done, len(letters))
             original = letter.original
             if not original:
                 result.empty.append(letter.id)
@@ -157,7 +165,7 @@ class DeadLetters:
             )
         return result
 
-    def purge(self, selection: Selection) -> int:
+    def purge(self, selection: Selection, progress: OnProgress = _quiet) -> int:
         """Delete the selected dead letters; returns how many were deleted."""
         if selection == Selection():
             # Trim below the newest letter seen now rather than deleting the key, so a letter written
@@ -168,11 +176,13 @@ class DeadLetters:
             ms, _, seq = newest[0][0].decode().partition("-")
             minid = f"{ms}-{int(seq) + 1}"
             deleted = int(self._client.xtrim(self._keys.dead, minid=minid, approximate=False))
+            progress(deleted, deleted)  # one command: nothing to show before it ends
         else:
             ids = [letter.id for letter in self.scan(selection)]
             deleted = 0
             for i in range(0, len(ids), PAGE):
                 deleted += int(self._client.xdel(self._keys.dead, *ids[i : i + PAGE]))
+                progress(min(i + PAGE, len(ids)), len(ids))
         log.info("dead_letters_purged", count=deleted)
         return deleted
 

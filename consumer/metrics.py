@@ -18,6 +18,9 @@ from shared.backlog import group_backlog
 from shared.keys import Keys
 
 OUTCOMES = ("changed", "unchanged", "stale", "duplicate", "dead_lettered", "lost_trimmed")
+RETRY_LABELS = tuple(
+    (cause, backend) for cause in ("transient", "unavailable") for backend in ("redis", "postgres")
+)
 BATCH_BUCKETS = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000)
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 
@@ -95,8 +98,19 @@ class ConsumerMetrics:
         self.stream_memory = Gauge(
             "odds_redis_stream_memory_bytes", "Memory of an owned shard's stream", ["shard"], registry=r
         )
+        # The configured count, so an alert can compare it with the shards all consumers own together.
+        self.shards = Gauge("odds_consumer_shards", "Shards of the stream, as configured", registry=r)
+        self.shards.set(keys.shards)
+        self.forced_trimmed = Counter(
+            "odds_consumer_entries_forced_trimmed",
+            "Unacknowledged entries deleted to hold the hard cap (data loss)",
+            registry=r,
+        )
+        # Present at zero, so rate() and increase() see the very first change after the first scrape.
         for outcome in OUTCOMES:
-            self.outcomes.labels(outcome)  # present at zero, so rate() works from the first scrape
+            self.outcomes.labels(outcome)
+        for cause, backend in RETRY_LABELS:
+            self.retries.labels(cause, backend)
 
     def serve(self, port: int, addr: str = "0.0.0.0") -> WSGIServer:
         """Serve /metrics on a background thread; shut the returned server down to stop."""
@@ -120,11 +134,20 @@ class ConsumerMetrics:
             # Producer and consumer clocks differ a little; a negative age would only be noise.
             self.capture_to_commit.observe(max(0.0, now_s - ts_ms / 1000))
 
+    def lost_before_reclaim(self, count: int) -> None:
+        """Pending entries trimmed before this consumer could reclaim them: counted as lost_trimmed too."""
+        self.outcomes.labels("lost_trimmed").inc(count)
+
     def retried(self, error: Exception) -> None:
         self.retries.labels(getattr(error, "cause", "unknown"), _backend(error)).inc()
 
     def refresh(self, owned: Iterable[int]) -> None:
-        """Update the backlog and pending gauges of the owned shards, at most every refresh_s."""
+        """Update the backlog and pending gauges of the owned shards, at most every refresh_s.
+
+        The count of owned shards costs no Redis call, so it is always current: shards change hands
+        within a lease renewal, much faster than refresh_s.
+        """
+        self.owned.set(len(set(owned)))
         now = time.monotonic()
         if now < self._next_refresh:
             return
@@ -141,7 +164,6 @@ class ConsumerMetrics:
             self.backlog.labels(str(n)).set(pending + undelivered)
             self.stream_memory.labels(str(n)).set(self._client.memory_usage(stream) or 0)
         self._shown = owned
-        self.owned.set(len(owned))
         memory = self._memory.last
         if memory is not None:
             self.redis_used.set(memory.used_bytes)

@@ -25,10 +25,14 @@ from shared.db import psycopg_url
 
 Connection = psycopg.Connection[TupleRow]
 
-_LOCK_FEEDS = """
+_LOCK_FEEDS = "SELECT id FROM feeds WHERE id = ANY(%s) ORDER BY id FOR UPDATE"
+# Read in a statement of its own, after the locks are held. A statement that waited for a row lock sees
+# the newest version of the locked row but not the rows other transactions committed meanwhile: a
+# snapshot made current while it waited would join as nothing, and the feed would look new.
+_FEED_STATES = """
 SELECT f.id, s.id, s.fingerprint, (extract(epoch FROM s.last_confirmed_at) * 1000)::bigint
 FROM feeds f LEFT JOIN snapshots s ON s.id = f.current_snapshot_id
-WHERE f.id = ANY(%s) ORDER BY f.id FOR UPDATE OF f
+WHERE f.id = ANY(%s)
 """
 _POINT_FEEDS = """
 UPDATE feeds f SET current_snapshot_id = v.snapshot_id
@@ -111,7 +115,8 @@ class Writer:
     def _lock_states(self, conn: Connection, ids: dict[str, int]) -> dict[str, FeedState]:
         by_id = {feed_id: feed for feed, feed_id in ids.items()}
         states: dict[str, FeedState] = {}
-        for feed_id, snapshot_id, fp, last_ms in conn.execute(_LOCK_FEEDS, (sorted(by_id),)).fetchall():
+        conn.execute(_LOCK_FEEDS, (sorted(by_id),))
+        for feed_id, snapshot_id, fp, last_ms in conn.execute(_FEED_STATES, (sorted(by_id),)).fetchall():
             if snapshot_id is not None:
                 states[by_id[feed_id]] = FeedState(snapshot_id, bytes(fp), last_ms)
         return states

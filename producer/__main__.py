@@ -94,9 +94,12 @@ def simulate(publisher: Publisher, spec: SimulationSpec, cycles: int, interval_s
             cycle_s=round(time.monotonic() - started, 4),
             **publisher.progress(),
         )
-        remaining = interval_s - (time.monotonic() - started)
-        if remaining > 0 and not stop and (cycles == 0 or cycle < cycles):
-            time.sleep(remaining)
+        if cycles == 0 or cycle < cycles:
+            # In short slices: a sleep resumes after the signal handler, so one long sleep would make a
+            # SIGTERM wait out the whole interval.
+            next_cycle = started + interval_s
+            while not stop and (left := next_cycle - time.monotonic()) > 0:
+                time.sleep(min(left, 0.1))
     while publisher.buffered and not stop:
         publisher.flush()
         time.sleep(0.2)

@@ -37,6 +37,11 @@ class PublisherCollector(Collector):
         for reason in (SUPERSEDED, OLDEST):
             dropped.add_metric([reason], p.core.buffer.dropped[reason])
         yield dropped
+        yield CounterMetricFamily(
+            "odds_producer_entries_forced_trimmed",
+            "Unacknowledged entries deleted to hold the hard cap (data loss)",
+            value=p.total_forced_trimmed,
+        )
         yield GaugeMetricFamily(
             "odds_producer_buffered_entries", "Entries waiting for Redis to come back", value=p.buffered
         )

@@ -38,6 +38,7 @@ class Publisher:
         # None leaves the hard cap to the consumers: enforcing it deletes entries (see producer_hard_cap).
         self._hard_cap = hard_cap
         self.core = PublishCore(keys, buffer_limit, high_water, on_delivery)
+        self.total_forced_trimmed = 0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Publisher:
@@ -102,7 +103,9 @@ class Publisher:
             core.failed(exc, time.monotonic())
         if sent and self._hard_cap is not None:
             try:
-                enforce_hard_cap(self._client, self._keys.all_shards(), self._hard_cap, self._keys.stats)
+                self.total_forced_trimmed += enforce_hard_cap(
+                    self._client, self._keys.all_shards(), self._hard_cap, self._keys.stats
+                )
             except redis.RedisError as exc:
                 core.failed(exc, time.monotonic(), HARD_CAP_COMMANDS)
         return sent

@@ -7,8 +7,10 @@ integration test would hide a broken pipeline.
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
+from typing import NoReturn
 
 import psycopg
 import pytest
@@ -29,10 +31,31 @@ SERVER_URL = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:543
 
 
 def _unavailable(what: str, exc: Exception) -> None:
-    message = f"{what} is not reachable: {exc}"
+    missing(f"{what} is not reachable: {exc}")
+
+
+def missing(message: str) -> NoReturn:
+    """Skip the test for a missing server or tool, but fail it in CI, where everything must be there."""
     if os.environ.get("CI"):
         pytest.fail(message)
     pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def promtool() -> str:
+    return _prometheus_tool("promtool")
+
+
+@pytest.fixture(scope="session")
+def prometheus_binary() -> str:
+    return _prometheus_tool("prometheus")
+
+
+def _prometheus_tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        missing(f"{name} is not installed (Debian/Ubuntu: apt-get install prometheus)")
+    return path
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pathlib
 import tomllib
 from dataclasses import fields
@@ -187,3 +188,65 @@ def test_dockerfile_installs_every_package_on_python_3_11_slim() -> None:
     copied = {line.split()[1] for line in lines if line.startswith("COPY ")}
     assert packages <= copied
     assert "RUN pip install ." in lines
+
+
+def mounts(service: dict[str, Any]) -> dict[str, pathlib.Path]:
+    """Container path -> the repository path mounted there."""
+    found = {}
+    for volume in service.get("volumes", []):
+        source, target = volume.split(":")[:2]
+        if source.startswith("./"):
+            found[target] = ROOT / source
+    return found
+
+
+def test_prometheus_loads_the_alert_rules_from_beside_its_config(services: dict[str, Any]) -> None:
+    # Given the rule files the config names, relative to the config's own folder in the container
+    config = yaml.safe_load((ROOT / "deploy" / "prometheus.yml").read_text())
+    mounted = mounts(services["prometheus"])
+    config_dir = pathlib.PurePosixPath(
+        next(t for t, s in mounted.items() if s.name == "prometheus.yml")
+    ).parent
+    # Then each is mounted there from deploy/
+    for rule_file in config["rule_files"]:
+        assert mounted[str(config_dir / rule_file)] == ROOT / "deploy" / rule_file
+
+
+def test_grafana_is_provisioned_with_the_prometheus_datasource_and_the_dashboard(
+    services: dict[str, Any],
+) -> None:
+    # Given the grafana service and what it mounts
+    grafana = services["grafana"]
+    assert grafana["depends_on"]["prometheus"]["condition"] == "service_started"
+    mounted = mounts(grafana)
+    provisioning = mounted["/etc/grafana/provisioning"]
+    datasources = yaml.safe_load((provisioning / "datasources" / "prometheus.yml").read_text())["datasources"]
+    providers = yaml.safe_load((provisioning / "dashboards" / "odds-pipeline.yml").read_text())["providers"]
+    # Then the datasource points at the prometheus service on the port it listens on
+    (source,) = datasources
+    prometheus_port = services["prometheus"]["ports"][0].split(":")[-1]
+    assert source["type"] == "prometheus" and source["url"] == f"http://prometheus:{prometheus_port}"
+    # And the dashboard folder is mounted where the provider looks, holding the dashboard
+    (provider,) = providers
+    dashboards = mounted[provider["options"]["path"]]
+    dashboard = json.loads((dashboards / "odds-pipeline.json").read_text())
+    # And every panel and query uses that datasource by its uid
+    for panel in dashboard["panels"]:
+        if panel["type"] != "row":
+            uids = {panel["datasource"]["uid"], *(t["datasource"]["uid"] for t in panel["targets"])}
+            assert uids == {source["uid"]}, panel["title"]
+
+
+def test_dashboard_panels_fit_the_grid_without_overlapping() -> None:
+    # Given the dashboard's panels
+    doc = json.loads((ROOT / "deploy" / "grafana" / "dashboards" / "odds-pipeline.json").read_text())
+    cells: dict[tuple[int, int], str] = {}
+    assert len({p["id"] for p in doc["panels"]}) == len(doc["panels"])
+    for panel in doc["panels"]:
+        g = panel["gridPos"]
+        # Then each lies within Grafana's 24 columns and covers no cell another one covers
+        assert g["x"] + g["w"] <= 24, panel["title"]
+        for x in range(g["x"], g["x"] + g["w"]):
+            for y in range(g["y"], g["y"] + g["h"]):
+                assert (x, y) not in cells, f"{panel['title']} overlaps {cells[(x, y)]}"
+                cells[(x, y)] = panel["title"]

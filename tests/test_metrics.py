@@ -15,10 +15,11 @@ import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
+from consumer.daemon import Daemon
 from consumer.errors import classify_db_error, classify_redis_error
 from consumer.localservers import free_port
 from consumer.memory_watch import MemoryWatch
-from consumer.metrics import OUTCOMES, ConsumerMetrics
+from consumer.metrics import OUTCOMES, RETRY_LABELS, ConsumerMetrics
 from consumer.status import collect
 from consumer.stream import ShardStreams
 from producer.metrics import serve
@@ -27,7 +28,7 @@ from producer.simulator import SimulationSpec, Simulator
 from shared.keys import Keys
 from shared.redis_client import connect
 from shared.settings import Settings
-from tests.support import env_for
+from tests.support import drain, env_for
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -157,11 +158,22 @@ def test_gauges_follow_owned_shards_and_count_the_backlog(client: redis.Redis, k
         assert value(samples, "odds_redis_max_memory_bytes") == watch.last.max_bytes
         assert value(samples, "odds_redis_maxmemory_policy", policy=watch.last.policy) == 1
         assert value(samples, "odds_redis_stream_memory_bytes", shard="0") > 0
+        # And the configured shard count is there for comparing with the shards owned
+        assert value(samples, "odds_consumer_shards") == keys.shards
+        # And every retry series is there at zero before any retry, so increase() sees the first one
+        for cause, backend in RETRY_LABELS:
+            assert ("odds_consumer_retries_total", (("backend", backend), ("cause", cause))) in samples
         # When shard 0 is no longer owned, then its series disappear
         metrics.refresh({1})
         samples = scrape(port)
         assert ("odds_consumer_backlog_entries", (("shard", "0"),)) not in samples
         assert value(samples, "odds_consumer_owned_shards") == 1
+        # And the owned count follows at once, also between two refreshes of the backlog
+        slow = ConsumerMetrics(client, keys, watch, refresh_s=3600)
+        slow.refresh({0, 1})
+        slow.refresh({1})
+        assert slow.registry.get_sample_value("odds_consumer_owned_shards") == 1
+        assert slow.registry.get_sample_value("odds_consumer_backlog_entries", {"shard": "0"}) is not None
     finally:
         server.shutdown()
 
@@ -182,6 +194,27 @@ def test_retries_are_labelled_by_cause_and_backend(client: redis.Redis, keys: Ke
     get = metrics.registry.get_sample_value
     assert get("odds_consumer_retries_total", {"cause": "transient", "backend": "postgres"}) == 1
     assert get("odds_consumer_retries_total", {"cause": "transient", "backend": "redis"}) == 2
+
+
+def test_entries_forced_out_by_the_hard_cap_are_counted(settings: Settings, client: redis.Redis) -> None:
+    # Given one shard of 10 entries, a hard cap of 3, and a daemon reading one entry per batch
+    settings = settings.with_(shards=1, stream_hard_cap=3, batch_size=1, trim_interval_s=0)
+    keys = Keys(settings.stream, settings.group, settings.shards)
+    snapshots = Simulator(
+        SimulationSpec(events=10, bookmakers=("sportybet",), markets=1, change_rate=0.0, seed=2)
+    ).cycle(int(time.time() * 1000))
+    # (published under no cap: the producer enforces the cap too, and only the consumer's count is tested)
+    assert (
+        Publisher.from_settings(settings.with_(stream_hard_cap=100)).publish_cycle(snapshots).published == 10
+    )
+    daemon = Daemon(settings)
+    # When it drains the shard, trimming after each batch
+    drain(daemon)
+    daemon.writer.discard()
+    # Then entries were forced out, and the metric counts exactly what the stats hash counts
+    forced = int(client.hget(keys.stats, "forced_trimmed") or 0)
+    assert forced > 0
+    assert daemon.metrics.registry.get_sample_value("odds_consumer_entries_forced_trimmed_total") == forced
 
 
 def test_producer_serves_published_buffered_and_overflowed(settings: Settings, keys: Keys) -> None:
@@ -210,6 +243,28 @@ def test_producer_serves_published_buffered_and_overflowed(settings: Settings, k
     finally:
         for server in servers:
             server.shutdown()
+
+
+def test_producer_counts_entries_it_forced_out_by_the_hard_cap(
+    settings: Settings, client: redis.Redis
+) -> None:
+    # Given a publisher on one shard with a hard cap of 2, and nobody consuming
+    keys = Keys(settings.stream, settings.group, 1)
+    publisher = Publisher(connect(settings.redis_url, 2.0), keys, hard_cap=2)
+    snapshots = Simulator(
+        SimulationSpec(events=5, bookmakers=("sportybet",), markets=1, change_rate=0.0, seed=4)
+    ).cycle(int(time.time() * 1000))
+    server = serve(publisher, free_port(), addr="127.0.0.1")
+    try:
+        # When it publishes 5 snapshots
+        publisher.publish_cycle(snapshots)
+        samples = scrape(server.server_address[1])
+    finally:
+        server.shutdown()
+    # Then the 3 it deleted are counted on its endpoint, as in the stats hash
+    forced = int(client.hget(keys.stats, "forced_trimmed") or 0)
+    assert forced == len(snapshots) - 2
+    assert value(samples, "odds_producer_entries_forced_trimmed_total") == forced
 
 
 def test_startup_log_never_shows_dsn_passwords(settings: Settings) -> None:

@@ -1,9 +1,11 @@
-"""Consumer processes: two of them with one killed mid-run, and a graceful stop on SIGTERM."""
+"""Consumer processes: one of two killed mid-run, a graceful stop on SIGTERM; the simulator's stop."""
 
 from __future__ import annotations
 
 import signal
 import socket
+import subprocess
+import sys
 import time
 
 import psycopg
@@ -16,7 +18,7 @@ from shared.keys import Keys
 from shared.settings import Settings
 from shared.wire import Market, Snapshot
 from tests.history import compare, count_snapshot_rows, expected_history, stored_history
-from tests.support import backlog, start_consumer, wait_until_drained
+from tests.support import backlog, env_for, start_consumer, wait_until_drained
 
 TS = 1_795_000_000_000
 Conn = psycopg.Connection[tuple[object, ...]]
@@ -121,3 +123,28 @@ def test_a_second_signal_exits_at_once_leaving_the_batch_pending(
 
 def _pending(client: redis.Redis, keys: Keys) -> int:
     return sum(c.pending for c in collect(client, keys).consumers)
+
+
+def test_simulator_stops_on_sigterm_while_it_waits_for_its_next_cycle(
+    settings: Settings, client: redis.Redis, keys: Keys
+) -> None:
+    # Given a simulator that published its first cycle and waits an hour for the next one
+    simulate = ["simulate", "--events", "2", "--bookmakers", "sportybet", "--markets", "1"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "producer", *simulate, "--interval-s", "3600", "--log-json"],
+        env=env_for(settings),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        while int(client.hget(keys.stats, "published") or 0) < 2:
+            assert proc.poll() is None, "the simulator exited"
+            time.sleep(0.05)
+        # When it is sent SIGTERM
+        proc.send_signal(signal.SIGTERM)
+        # Then it exits 0 (within the wait's bound, far below the hour it was waiting)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

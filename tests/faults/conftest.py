@@ -11,6 +11,7 @@ import platform
 
 import pytest
 
+from tests.faults import alerting
 from tests.faults.harness import REPO, RESULTS
 from tests.faults.report import dead_letter_reasons, table
 
@@ -32,3 +33,11 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
         + (f"\n## Dead letters by reason\n\n{reasons}\n" if (reasons := dead_letter_reasons(RESULTS)) else "")
     )
     terminalreporter.write_line(f"written to {path.name}")
+    if alerting.SEEN:
+        alerts = alerting.table(alerting.SEEN)
+        terminalreporter.section(f"alerts (rule durations divided by {alerting.TIME_SCALE})")
+        terminalreporter.write_line(alerts)
+        (REPO / ".faults-report-alerts.md").write_text(
+            f"# Alerts per fault case\n\n`pytest {args}`, {when}, deploy/alerts.yml with every duration "
+            f"divided by {alerting.TIME_SCALE}\n\n{alerts}\n"
+        )

@@ -60,6 +60,7 @@ from shared.settings import Settings
 from shared.trim import stream_id
 from shared.wire import Snapshot
 from tests.faultkit.proxy import TcpProxy
+from tests.faults import alerting
 from tests.faults.processes import ConsumerProcess
 from tests.faults.report import RESULTS, FaultRecord, Row, processed_once
 from tests.history import compare, count_snapshot_rows, expected_history, stored_history
@@ -120,6 +121,7 @@ class FaultRun:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._monitor: threading.Thread | None = None
+        self.alerts: alerting.AlertWatch | None = None  # with ODDS_FAULTS_ALERTS=1 (see alerting.py)
 
     # -- set-up and tear-down -----------------------------------------------------------------------
 
@@ -151,6 +153,8 @@ class FaultRun:
             self._monitor = threading.Thread(target=self._watch_recoveries, name="recovery", daemon=True)
             self._monitor.start()
             self._stack.callback(self._stop_monitor)
+            if alerting.asked():
+                self.alerts = self._stack.enter_context(alerting.AlertWatch(self.workdir))
         except BaseException:
             self._stack.close()
             raise
@@ -217,6 +221,8 @@ class FaultRun:
         if redis_url is not None:
             environ["REDIS_URL"] = redis_url
         environ.update(env or {})
+        if self.alerts is not None:
+            environ["ODDS_METRICS_PORT"] = str(self.alerts.consumer_port())
         log_path = self.workdir / f"consumer-{name}-{len(self.processes)}.log"
         with open(log_path, "ab") as log:
             popen = subprocess.Popen(
@@ -255,6 +261,8 @@ class FaultRun:
                 settings.producer_high_water,
                 on_delivery=self.accepted.extend,
             )
+            if self.alerts is not None:
+                self.alerts.serve_producer(self._publisher)
         return self._publisher
 
     @property
@@ -397,6 +405,8 @@ class FaultRun:
             p.thaw()
         drained, note = self.wait_drained(drain_timeout_s)
         drained_at = time.monotonic()
+        if self.alerts is not None:
+            self.alerts.record(self.fault_name)
         # Stop every consumer before comparing, so a zombie's late write cannot land after the check.
         for p in self.processes:
             if p.alive():

@@ -1,0 +1,70 @@
+"""Two transactions on one feed: the second plans from what the first committed, never from nothing.
+
+Only a consumer whose transaction outlives its lease (frozen in the middle of a commit) can meet the next
+owner on the same feed. Then the next owner waits for the feed's row lock, and must see the snapshot the
+first one made current, or it would take the feed for a new one and store its content again.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import psycopg
+
+from consumer.plan import Plan, memo_decoder
+from consumer.writer import Writer
+from shared.db import psycopg_url
+from shared.wire import decode_data
+from tests.test_plan import TS, entry, parsed
+
+Conn = psycopg.Connection[tuple[object, ...]]
+
+
+def wait_for_lock_wait(db: Conn, application_name: str) -> None:
+    """Until that client's backend waits for a lock (the test timeout bounds a writer that never does)."""
+    while not db.execute(
+        "SELECT 1 FROM pg_stat_activity WHERE application_name = %s AND wait_event_type = 'Lock'",
+        (application_name,),
+    ).fetchone():
+        time.sleep(0.02)
+
+
+def test_a_writer_that_waited_for_a_feed_lock_sees_the_snapshot_committed_meanwhile(
+    database_url: str, db: Conn
+) -> None:
+    # Given a feed stored with odds 2.0, and another transaction that holds its row lock while it stores
+    # odds 2.5 as the feed's current snapshot
+    writer = Writer(database_url, deadline_s=30.0, feed_id_cache=1000, application_name="odds-lock-test")
+    decode = memo_decoder(decode_data)
+    writer.apply(parsed(entry(2.0, TS)), decode)
+    newer = parsed(entry(2.5, TS + 1000))[0]
+    other = psycopg.connect(psycopg_url(database_url))
+    (feed_id,) = other.execute("SELECT id FROM feeds FOR UPDATE").fetchone()  # type: ignore[misc]
+    other.execute(
+        "INSERT INTO snapshots (feed_id, captured_at, last_confirmed_at, fingerprint)"
+        " VALUES (%s, to_timestamp(%s / 1000.0), to_timestamp(%s / 1000.0), %s) RETURNING id",
+        (feed_id, TS + 1000, TS + 1000, newer.digest),
+    )
+    other.execute("UPDATE feeds SET current_snapshot_id = lastval() WHERE id = %s", (feed_id,))
+    # When the writer applies the same odds 2.5, captured later, and has to wait for that lock
+    planned: list[Plan] = []
+    thread = threading.Thread(
+        target=lambda: planned.append(writer.apply(parsed(entry(2.5, TS + 2000)), decode))
+    )
+    thread.start()
+    try:
+        wait_for_lock_wait(db, "odds-lock-test")
+        other.commit()
+    finally:
+        thread.join()
+        other.close()
+        writer.discard()
+    # Then it confirmed the snapshot the other transaction made current, and stored nothing again
+    (result,) = planned
+    assert result.inserts == [] and result.stale == []
+    assert db.execute("SELECT count(*) FROM snapshots").fetchone() == (2,)
+    assert db.execute(
+        "SELECT (extract(epoch FROM last_confirmed_at) * 1000)::bigint FROM snapshots s"
+        " JOIN feeds f ON f.current_snapshot_id = s.id"
+    ).fetchone() == (TS + 2000,)
