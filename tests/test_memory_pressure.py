@@ -7,6 +7,7 @@ one for streams and leases), so it can fill it without touching the machine's Re
 from __future__ import annotations
 
 import pathlib
+import time
 from collections.abc import Iterator
 
 import psycopg
@@ -90,6 +91,12 @@ def test_consumers_drain_a_full_redis_by_themselves(
             publisher.core._retry_at = 0.0  # its backoff is not what this test is about
             publisher.flush()
             drain(daemon)
+        # And the consumer trims what it acknowledged, as it does every trim interval
+        for _ in range(200):
+            if not read_memory(client).over(0.9):
+                break
+            daemon.step()
+            time.sleep(daemon.settings.trim_interval_s / 4)
     finally:
         daemon.writer.discard()
     # Then every snapshot is stored as one in-order writer would have, and Redis has room again
