@@ -173,8 +173,9 @@ class ShardStreams:
         args += [len(outcome.counts), *(len(outcome.acks[s]) for s in streams)]
         for feed, (fp, ts) in outcome.fingerprints.items():
             args += [feed, encode_fingerprint(fp, ts)]
-        for letter in letters:
-            args.append(len(letter))
+        key_index = {stream: 4 + i for i, stream in enumerate(streams)}  # KEYS[4..] in Lua's counting
+        for poison, letter in zip(outcome.dead, letters, strict=True):
+            args += [key_index[poison.entry.stream], poison.entry.entry_id, len(letter)]
             for name, value in letter.items():
                 args += [name, value]
         for name, n in outcome.counts.items():

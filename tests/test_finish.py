@@ -1,0 +1,35 @@
+"""The batch bookkeeping script: one atomic step, and harmless when sent twice."""
+
+from __future__ import annotations
+
+import redis
+
+from consumer.plan import Entry, Poison
+from consumer.stream import Outcome, ShardStreams
+from shared.keys import Keys
+
+
+def test_bookkeeping_sent_again_after_a_lost_reply_counts_and_dead_letters_nothing_twice(
+    client: redis.Redis, keys: Keys
+) -> None:
+    # Given three entries read by a consumer, one of them poison, and the outcome of their batch
+    stream = keys.shard(0)
+    client.xgroup_create(stream, keys.group, id="0", mkstream=True)
+    ids = [client.xadd(stream, {"n": n}) for n in range(3)]
+    client.xreadgroup(keys.group, "c1", {stream: ">"})
+    entries = [Entry(stream, i, {b"n": b"x"}, 1) for i in ids]
+    outcome = Outcome(dead=[Poison(entries[1], "broken")], fingerprints={"e|b": (b"f" * 16, 1000)})
+    outcome.ack(entries)
+    outcome.count("changed", 2)
+    outcome.count("dead_lettered", 1)
+    streams = ShardStreams(client, keys, "c1")
+    # When it is recorded, and recorded again (the first reply was lost: the retry cannot tell)
+    streams.finish(outcome)
+    streams.finish(outcome)
+    # Then everything is acknowledged, and counted and dead-lettered once
+    assert client.xpending(stream, keys.group)["pending"] == 0
+    stats = {k.decode(): v for k, v in client.hgetall(keys.stats).items()}
+    assert (stats["changed"], stats["dead_lettered"]) == (b"2", b"1")
+    letters = client.xrange(keys.dead)
+    assert [f[b"dead_reason"] for _, f in letters] == [b"broken"]
+    assert client.hexists(keys.fingerprints, "e|b")
