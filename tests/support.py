@@ -10,7 +10,9 @@ import time
 import redis
 
 from consumer.daemon import Daemon
+from consumer.plan import Entry, Poison
 from consumer.status import collect
+from consumer.stream import Outcome, ShardStreams
 from shared.keys import Keys
 from shared.redis_client import connect
 from shared.settings import Settings
@@ -37,6 +39,32 @@ def connection_flags(settings: Settings) -> list[str]:
         "--group",
         settings.group,
     ]
+
+
+def dead_letter(
+    client: redis.Redis,
+    keys: Keys,
+    fields: dict[bytes, bytes] | None,
+    reason: str,
+    source_id: bytes | None = None,
+    deliveries: int = 1,
+) -> str:
+    """Dead-letter an entry the way the consumer does, and return the dead letter's id.
+
+    The bookkeeping script writes a dead letter only together with the acknowledgement of its entry,
+    so the entry is really added and read first; afterwards it is deleted, as the trim would.
+    """
+    streams = ShardStreams(client, keys, "c1")
+    streams.ensure_groups()
+    stream = keys.shard(0)
+    added = client.xadd(stream, fields or {b"v": b""}, id=source_id or "*")
+    client.xreadgroup(keys.group, "c1", {stream: ">"})
+    entry = Entry(stream, added, fields, deliveries)
+    outcome = Outcome(dead=[Poison(entry, reason)])
+    outcome.ack([entry])
+    streams.finish(outcome)
+    client.xdel(stream, added)
+    return client.xrevrange(keys.dead, count=1)[0][0].decode()
 
 
 def backlog(client: redis.Redis, keys: Keys) -> int:

@@ -11,12 +11,10 @@ import structlog
 
 from consumer.__main__ import main
 from consumer.dlq import DeadLetters, Selection
-from consumer.plan import Entry, Poison
-from consumer.stream import Outcome, ShardStreams
 from shared.keys import Keys, shard_of
 from shared.settings import Settings
 from shared.wire import Market, Snapshot, encode
-from tests.support import connection_flags
+from tests.support import connection_flags, dead_letter
 
 
 @pytest.fixture(autouse=True)
@@ -30,21 +28,6 @@ def restore_logging() -> Iterator[None]:
 def snapshot_fields(event: str, bookmaker: str = "sportybet") -> dict[bytes, bytes]:
     snap = Snapshot(event, bookmaker, 1_795_000_000_000, (Market("1X2", "", {"1": 2.1, "X": 3.2, "2": 3.9}),))
     return {k.encode(): v for k, v in encode(snap).items()}
-
-
-def dead_letter(
-    client: redis.Redis,
-    keys: Keys,
-    fields: dict[bytes, bytes] | None,
-    reason: str,
-    source_id: bytes = b"1-1",
-    deliveries: int = 1,
-) -> str:
-    """Write a dead letter the way the consumer does, and return its id."""
-    ShardStreams(client, keys, "c1").finish(
-        Outcome(dead=[Poison(Entry(keys.shard(0), source_id, fields, deliveries), reason)])
-    )
-    return client.xrevrange(keys.dead, count=1)[0][0].decode()
 
 
 def cli(settings: Settings, action: str, *extra: str) -> list[str]:

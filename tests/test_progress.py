@@ -18,8 +18,8 @@ from shared.db import database_name, psycopg_url, with_database
 from shared.keys import Keys
 from shared.progress import Progress
 from shared.settings import Settings
-from tests.support import connection_flags, env_for
-from tests.test_dlq import dead_letter, snapshot_fields
+from tests.support import connection_flags, dead_letter, env_for
+from tests.test_dlq import snapshot_fields
 
 
 class Terminal(io.StringIO):

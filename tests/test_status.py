@@ -13,16 +13,16 @@ import structlog
 from consumer.__main__ import EXIT_UNHEALTHY, main
 from consumer.batch import BatchProcessor
 from consumer.daemon import Daemon
-from consumer.plan import Entry, Poison
+from consumer.plan import Entry
 from consumer.status import Thresholds, collect, render
-from consumer.stream import Outcome, ShardStreams
+from consumer.stream import ShardStreams
 from producer.publisher import Publisher
 from shared.backlog import count_below
 from shared.keys import Keys
 from shared.settings import Settings
 from shared.trim import trim
 from shared.wire import Market, Snapshot
-from tests.support import connection_flags
+from tests.support import connection_flags, dead_letter
 
 Conn = psycopg.Connection[tuple[object, ...]]
 
@@ -237,7 +237,7 @@ def test_cli_exit_code_follows_the_thresholds(
     assert main(cli(settings)) == 0
     assert json.loads(capsys.readouterr().out)["healthy"] is True
     # Given one dead letter
-    streams.finish(Outcome(dead=[Poison(Entry(keys.shard(0), b"1-1", {b"v": b"9"}, 1), "bad version")]))
+    dead_letter(client, keys, {b"v": b"9"}, "bad version")
     # Then status fails by default, passes with a flag allowing it, and fails again when the env lowers it
     assert main(cli(settings)) == EXIT_UNHEALTHY
     report = json.loads(capsys.readouterr().out)
