@@ -1,4 +1,4 @@
-"""`python -m consumer run | migrate | status | dlq list|replay|purge | history | demo`."""
+"""`python -m consumer run | migrate | status | dlq list|replay|purge | history | reshard | demo`."""
 
 from __future__ import annotations
 
@@ -22,15 +22,17 @@ from consumer.history_chart import INSTALL_HINT, ChartError
 from consumer.history_chart import render as render_chart
 from consumer.history_output import table, write_csv
 from consumer.migrate import create_database_if_missing, upgrade
-from consumer.status import THRESHOLD_NAMES, Thresholds, collect, render
+from consumer.reshard import NotDrained, reshard
+from consumer.status import THRESHOLD_NAMES, Thresholds, collect
+from consumer.status_table import render
 from shared.cli import EXIT_REFUSED, EXIT_SETTINGS, add_connection_options, settings_from
 from shared.db import psycopg_url
-from shared.keys import Keys
 from shared.logs import configure, redact
 from shared.progress import Progress
 from shared.redis_client import connect
 from shared.redis_errors import access_refused, what_to_fix
 from shared.settings import Settings, SettingsError
+from shared.shard_count import ShardCountMismatch, check, recorded
 
 log = structlog.get_logger("consumer")
 
@@ -58,7 +60,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "history":
         return history(args, settings)
     try:
-        return status(args, settings) if args.command == "status" else dlq(args, settings)
+        client = connect(settings.redis_url, settings.redis_timeout_s)
+        if args.command == "reshard":
+            return reshard_command(args.to, settings, client)
+        check(recorded(client, settings.keys), settings.keys)
+        return status(args, settings, client) if args.command == "status" else dlq(args, settings, client)
+    except ShardCountMismatch as exc:
+        print(f"{args.command}: {exc}", file=sys.stderr)
+        return EXIT_SETTINGS
     except redis.RedisError as exc:
         if access_refused(exc):
             print(f"{args.command}: {what_to_fix(exc, 'operator')}", file=sys.stderr)
@@ -83,21 +92,17 @@ def migrate(settings: Settings) -> int:
     return 0
 
 
-def status(args: argparse.Namespace, settings: Settings) -> int:
+def status(args: argparse.Namespace, settings: Settings, client: redis.Redis) -> int:
     limits = Thresholds.from_env(
         high_water=settings.producer_high_water, **{name: getattr(args, name) for name in THRESHOLD_NAMES}
     )
-    report = collect(
-        connect(settings.redis_url, settings.redis_timeout_s),
-        _keys(settings),
-        None if args.no_database else settings.database_url,
-    )
+    report = collect(client, settings.keys, None if args.no_database else settings.database_url)
     print(json.dumps(report.as_dict(limits), indent=2) if args.json else render(report, limits))
     return EXIT_UNHEALTHY if report.problems(limits) else 0
 
 
-def dlq(args: argparse.Namespace, settings: Settings) -> int:
-    letters = DeadLetters(connect(settings.redis_url, settings.redis_timeout_s), _keys(settings))
+def dlq(args: argparse.Namespace, settings: Settings, client: redis.Redis) -> int:
+    letters = DeadLetters(client, settings.keys)
     selection = Selection(tuple(args.ids), args.reason)
     if args.action == "list":
         shown = [letter for _, letter in zip(range(args.limit), letters.scan(selection))]
@@ -133,6 +138,20 @@ def dlq(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def reshard_command(to: int, settings: Settings, client: redis.Redis) -> int:
+    try:
+        done = reshard(client, settings.keys, to, settings.lease_ttl_ms)
+    except (NotDrained, ValueError) as exc:
+        print(f"reshard: {exc}", file=sys.stderr)
+        return EXIT_UNHEALTHY
+    before = "no count recorded" if done.before is None else f"{done.before} shards"
+    print(
+        f"{settings.stream}: {before} -> {done.after} shards ({done.deleted_streams} streams deleted);"
+        f" start every producer and consumer with ODDS_SHARDS={done.after}"
+    )
+    return 0
+
+
 def history(args: argparse.Namespace, settings: Settings) -> int:
     try:
         since = parse_since(args.since) if args.since else None
@@ -164,10 +183,6 @@ def history(args: argparse.Namespace, settings: Settings) -> int:
             return 2
         print(f"wrote {args.plot} ({width}x{height} px)", file=sys.stderr)
     return 0
-
-
-def _keys(settings: Settings) -> Keys:
-    return settings.keys
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -214,6 +229,11 @@ def _parser() -> argparse.ArgumentParser:
     hist.add_argument(
         "--plot", type=Path, metavar="FILE.png", help=f"draw the odds over time ({INSTALL_HINT})"
     )
+    resharding = sub.add_parser(
+        "reshard", help="change the shard count of drained streams (README: Changing the shard count)"
+    )
+    add_connection_options(resharding)
+    resharding.add_argument("--to", type=int, required=True, help="the new shard count")
     dead = sub.add_parser("dlq", help="list, replay or purge dead letters")
     actions = dead.add_subparsers(dest="action", required=True)
     for action, text in (

@@ -12,7 +12,6 @@ import gc
 import os
 import signal
 import time
-from collections.abc import Collection
 from concurrent.futures import ThreadPoolExecutor
 from types import FrameType
 
@@ -28,14 +27,19 @@ from consumer.stream import NEW, OWN_HISTORY, Outcome, ShardStreams
 from consumer.sweep import FingerprintSweep
 from consumer.writer import Writer
 from shared.backoff import compute_backoff
-from shared.cli import EXIT_REFUSED
+from shared.cli import EXIT_REFUSED, EXIT_SETTINGS
 from shared.memory import RedisMemory, eviction_risk, read_memory
 from shared.redis_client import connect
 from shared.settings import Settings
+from shared.shard_count import ShardCountMismatch, settle
 from shared.trim import trim
 from shared.wire import DataLimits
 
 log = structlog.get_logger(__name__)
+
+# Retries of a failing server wait at most this long: the renewal thread keeps the leases meanwhile, so
+# the wait only bounds how soon an outage's end is noticed.
+RETRY_CAP_S = 5.0
 
 
 class Daemon:
@@ -45,7 +49,9 @@ class Daemon:
         self.keys = settings.keys
         self.client = connect(settings.redis_url, settings.redis_timeout_s)
         self.streams = ShardStreams(self.client, self.keys, self.name)
-        self.leases = Leases(self.client, self.keys, self.name, settings.claim_idle_ms)
+        # Renewal pauses once the loop has been silent for longer than two commits at their deadline.
+        stall_limit_s = 2 * settings.db_deadline_s + settings.lease_ttl_ms / 1000
+        self.leases = Leases(self.client, self.keys, self.name, settings.lease_ttl_ms, stall_limit_s)
         self.writer = Writer(
             settings.database_url,
             settings.db_deadline_s,
@@ -70,14 +76,14 @@ class Daemon:
         self.ready: set[int] = set()
         # The next batch, read and prepared while the previous one committed; its entries are pending.
         self.prefetched: PreparedBatch | None = None
+        # Shards above our share, given back once nothing of theirs is in hand: neither read nor prefetched
+        # meanwhile, so that their next owner finds nothing pending under our name and starts at once.
+        self.giving_back: set[int] = set()
         self._committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="commit")
         self.stopping = False
+        self.shard_count_settled = False
         self.stop_signal: int | None = None
         self._next_trim = 0.0
-        # Retries wait no longer than the lease renewal period (a fifth of the TTL): a consumer waiting out a
-        # Postgres outage must keep its leases, or another one takes the shard, every hand-over raises the
-        # entries' delivery count, and a long outage would dead-letter good entries.
-        self._retry_cap_s = min(10.0, settings.claim_idle_ms / 5000)
 
     def run(self) -> int:
         """Run until stopped: 0 after a stop, EXIT_REFUSED when Redis or Postgres refuses this consumer."""
@@ -91,6 +97,9 @@ class Daemon:
         except Refused as exc:
             log.error("consumer_refused", error=str(exc))
             return EXIT_REFUSED
+        except ShardCountMismatch as exc:
+            log.error("shard_count_mismatch", error=str(exc))
+            return EXIT_SETTINGS
         log.info(
             "consumer_started",
             redis=self.settings.redis_url,
@@ -99,10 +108,16 @@ class Daemon:
             metrics_port=self.settings.metrics_port,
         )
         _log_memory_policy(memory)
+        self.leases.start_renewing()
         self._count_start()
         server = self.metrics.serve(self.settings.metrics_port) if self.settings.metrics_port else None
         try:
             self._loop()
+        except ShardCountMismatch as exc:
+            log.error("shard_count_mismatch", error=str(exc))
+            self._committer.shutdown()
+            self.writer.discard()
+            return EXIT_SETTINGS
         except Refused as exc:
             # Leases and pending entries are left to their TTL and the next owner, as after a crash:
             # giving them back would only be refused too.
@@ -133,7 +148,7 @@ class Daemon:
                 level = log.error if isinstance(exc, Unavailable) else log.warning
                 level("consumer_retrying", cause=exc.cause, error=str(exc), attempt=failures)
                 self.metrics.retried(exc)
-                self._sleep(compute_backoff(failures, base_s=0.1, cap_s=self._retry_cap_s))
+                self._sleep(compute_backoff(failures, base_s=0.1, cap_s=RETRY_CAP_S))
                 failures += 1
         log.info(
             "consumer_stopping", signal=signal.Signals(self.stop_signal).name if self.stop_signal else None
@@ -161,6 +176,7 @@ class Daemon:
         memory = None
         try:
             self.client.ping()  # credentials and certificate, before anything is taken
+            self._settle_shard_count()
             try:
                 self.writer.check()
             except Transient as exc:
@@ -188,29 +204,56 @@ class Daemon:
             raise classify_redis_error(exc) from exc
 
     def _step_redis(self) -> bool:
+        self._settle_shard_count()
         self._maintain_leases()
         batch = self._take_prefetched()
         if batch is None:
-            batch = self._read({n: NEW if n in self.ready else OWN_HISTORY for n in self.leases.owned})
+            reading = self.leases.owned - self.giving_back
+            batch = self._read({n: NEW if n in self.ready else OWN_HISTORY for n in reading})
         if batch is not None:
             self._process(batch)
+        self._give_back()
         self._trim_if_due()
         self.memory.sample()
         self.metrics.refresh(self.leases.owned)
         return batch is not None
 
-    def _maintain_leases(self, force: bool = False, keep: Collection[int] = ()) -> None:
-        """Renew and rebalance the leases; a shard lost, even if regained at once, must be taken over anew.
+    def _settle_shard_count(self) -> None:
+        """Before the first lease: a consumer set to another shard count than the producers' would leave
+        shards unread (raises ShardCountMismatch; shared/shard_count.py)."""
+        if not self.shard_count_settled:
+            settle(self.client, self.keys)
+            self.shard_count_settled = True
 
-        Its entries may have been read by another consumer meanwhile, so it is ready for new entries only
-        after its history and what others hold pending are dealt with. Shards in keep stay ours for
-        fairness' sake (see Leases.maintain).
+    def _maintain_leases(self, force: bool = False) -> None:
+        """Take in what the renewal thread found lost, and rebalance towards our share.
+
+        A shard lost, even if regained at once, must be taken over anew: its entries may have been read by
+        another consumer meanwhile, so it is ready for new entries only after its history and what others
+        hold pending are dealt with. Shards above our share are only marked to give back (see _give_back).
         """
-        gained, lost = self.leases.maintain(force, keep)
+        self.leases.alive()
+        gained, lost, surplus = self.leases.rebalance(force, self.giving_back)
+        self.giving_back = (self.giving_back | surplus) & self.leases.owned
         self.ready -= gained | lost
         self.ready &= self.leases.owned
         if gained:
             self.streams.ensure_groups()
+
+    def _give_back(self) -> None:
+        """Release the shards above our share once no batch in hand holds any of their entries.
+
+        The batch being committed is done by now; a batch prefetched before the decision may still hold
+        some, and then the next step processes it first.
+        """
+        if not self.giving_back:
+            return
+        prefetched = self.prefetched
+        if prefetched is not None and self._shards_of(prefetched) & self.giving_back:
+            return
+        self.leases.release(self.giving_back, "rebalance")
+        self.ready -= self.giving_back
+        self.giving_back = set()
 
     def _read(self, shards: dict[int, str]) -> PreparedBatch | None:
         owned = max(1, len(self.leases.owned))
@@ -222,7 +265,7 @@ class Daemon:
             shards, count, max(1, self.settings.batch_max_bytes // owned), self.settings.max_entry_bytes
         )
         for n in result.lost_leases:
-            self.leases.owned.discard(n)
+            self.leases.lost(n)
             self.ready.discard(n)
         for n in result.drained_history:
             self._take_over(n)
@@ -234,7 +277,7 @@ class Daemon:
         Only when every owned shard is ready: re-reading our own history now would return the very
         entries that are committing.
         """
-        if self.stopping or not self.ready or self.ready != self.leases.owned:
+        if self.stopping or self.giving_back or not self.ready or self.ready != self.leases.owned:
             return
         try:
             self.prefetched = self._read(dict.fromkeys(self.ready, NEW))
@@ -264,8 +307,13 @@ class Daemon:
         return {n for n in self.leases.owned if self.keys.shard(n) in batch.streams}
 
     def _take_over(self, n: int) -> None:
-        """Claim what a dead consumer left pending on shard n; ready once nobody else holds any of it."""
-        claimed, deleted = self.streams.claim_idle(n, self.settings.claim_idle_ms)
+        """Claim what others left pending on shard n; ready once nobody else holds any of it.
+
+        Claimed at once, however recently delivered: the lease says the shard is ours, so whoever held the
+        entries can no longer read the shard, and Postgres's capture-time guard makes a commit of theirs
+        still in flight harmless. Waiting for the entries to go idle would only stall the shard.
+        """
+        claimed, deleted = self.streams.claim_idle(n, 0)
         if deleted:
             log.error("pending_entries_trimmed_before_reclaim", shard=n, lost=len(deleted))
             self.streams.record_stats({"lost_trimmed": len(deleted)})
@@ -307,12 +355,12 @@ class Daemon:
             if self.stopping:
                 log.warning("batch_left_pending_for_reclaim", entries=len(batch.entries))
                 return
-            self._sleep(compute_backoff(attempt, base_s=0.1, cap_s=self._retry_cap_s))
+            self._sleep(compute_backoff(attempt, base_s=0.1, cap_s=RETRY_CAP_S))
             attempt += 1
             try:
-                # Part of the batch may be committed already: giving its shards away now, for a fairer
-                # share, would make their next owner apply it again (and count it as duplicates).
-                self._maintain_leases(force=True, keep=self._shards_of(batch))
+                # Shards above our share are only marked now: part of the batch may be committed already,
+                # and their next owner would apply it again (and count it as duplicates).
+                self._maintain_leases(force=True)
                 self.memory.sample()  # an outage is when Redis fills: keep the estimate current
                 # Without this the backlog gauges would freeze at their value from before the failure.
                 self.metrics.refresh(self.leases.owned)
@@ -372,6 +420,7 @@ class Daemon:
         """
         deadline = time.monotonic() + seconds
         while not self.stopping and (left := deadline - time.monotonic()) > 0:
+            self.leases.alive()  # waiting on purpose is a sign of life, for the lease renewal
             time.sleep(min(left, 0.1))
 
     def _install_signals(self) -> None:

@@ -20,6 +20,7 @@ from shared.db import psycopg_url
 from shared.keys import Keys
 from shared.logs import redact
 from shared.memory import Growth, RedisMemory, eviction_risk, read_memory
+from shared.shard_count import existing_shards
 from shared.trim import safe_trim_point, stream_id
 
 GROWTH_FRESH_MS = 60_000  # a growth estimate older than this says nothing about now
@@ -41,7 +42,7 @@ class Thresholds:
 
     max_backlog: int = 100_000
     # Time since delivery without an acknowledgement. A live consumer acks within its database deadline and
-    # a dead one's entries are reclaimed after ODDS_CLAIM_IDLE_MS, so waiting much longer means stuck.
+    # a dead one's entries are reclaimed after ODDS_LEASE_TTL_MS, so waiting much longer means stuck.
     max_pending_age_ms: int = 120_000
     # Every dead letter needs a person: replay it once fixed, or purge it.
     max_dead_letters: int = 0
@@ -122,6 +123,9 @@ class Status:
     stream_bytes: int = 0  # memory of all shard streams
     # Memory growth as consumers last sampled it; None when no consumer sampled in the last minute.
     memory_growth_bytes_per_s: float | None = None
+    # Shard streams beyond the configured count, with their lengths: written by a producer set to more
+    # shards, and read by no consumer set like this status.
+    stray_shards: dict[int, int] = field(default_factory=dict)
 
     @property
     def backlog(self) -> int:
@@ -188,6 +192,12 @@ class Status:
                 )
             if (risk := eviction_risk(memory)) is not None:
                 found.append(risk)
+        if self.stray_shards:
+            found.append(
+                f"{sum(self.stray_shards.values())} entries on shards {sorted(self.stray_shards)} beyond the "
+                f"{len(self.shards)} shards configured: no consumer set like this reads them (check "
+                "ODDS_SHARDS everywhere)"
+            )
         for sequence, pct in sorted(self.id_use_pct.items()):
             if pct > limits.max_id_use_pct:
                 found.append(
@@ -251,6 +261,9 @@ def collect(client: redis.Redis, keys: Keys, database_url: str | None = None) ->
         name = _text(raw_name)
         consumers.setdefault((keys.group, name), ConsumerStatus(keys.group, name)).starts = int(raw_starts)
     status.consumers = sorted(consumers.values(), key=lambda c: (c.group, c.name))
+    for n in existing_shards(client, keys):
+        if n >= keys.shards:
+            status.stray_shards[n] = int(client.xlen(keys.shard(n)))
     status.dead_letters = int(client.xlen(keys.dead))
     status.fingerprints = int(client.hlen(keys.fingerprints))
     status.counters = {_text(k): int(v) for k, v in client.hgetall(keys.stats).items()}
@@ -322,82 +335,6 @@ def _finite(seconds: float | None) -> float | None:
 
 def _text(raw: Any) -> str:
     return raw.decode() if isinstance(raw, bytes) else str(raw)
-
-
-def render(status: Status, limits: Thresholds) -> str:
-    """A table for a terminal: shards and groups, consumers, then the totals and the verdict."""
-    lines = [
-        f"{'stream':<28} {'length':>9} {'group':<14} {'undelivered':>11} {'pending':>8} {'backlog':>8} "
-        f"{'trim point':>16} {'trimmable':>9}  owner"
-    ]
-    for s in status.shards:
-        for g in s.groups or [GroupStatus("-", "-", 0, 0)]:
-            lines.append(
-                f"{s.stream:<28} {s.length:>9} {g.name:<14} {g.undelivered:>11} {g.pending:>8} "
-                f"{g.backlog:>8} {s.trim_point or '-':>16} {s.trimmable:>9}  {s.owner or '-'}"
-            )
-    if status.consumers:
-        lines += [
-            "",
-            f"{'consumer':<28} {'group':<14} {'pending':>8} {'oldest pending':>14} "
-            f"{'deliveries':>10} {'starts':>6} {'idle':>9}",
-        ]
-        for c in status.consumers:
-            idle = "-" if c.idle_ms is None else duration(c.idle_ms)
-            flag = "  idle" if c.idle_ms is not None and c.idle_ms >= limits.idle_ms else ""
-            oldest = duration(c.oldest_pending_age_ms) if c.pending else "-"
-            lines.append(
-                f"{c.name:<28} {c.group:<14} {c.pending:>8} {oldest:>14} {c.max_deliveries:>10} "
-                f"{c.starts:>6} {idle:>9}{flag}"
-            )
-    coverage = status.fingerprint_coverage
-    feeds = (
-        f"{status.feeds} feeds in Postgres ({coverage:.0%} covered)"
-        if coverage is not None
-        else f"feeds in Postgres unknown: {status.database_error}"
-        if status.database_error
-        else "no feeds in Postgres yet"
-    )
-    age = status.last_commit_age_ms
-    lines += [
-        "",
-        f"backlog {status.backlog}, dead letters {status.dead_letters}",
-        f"fingerprints in Redis {status.fingerprints}, {feeds}",
-        "last commit " + ("never" if age is None else f"{duration(age)} ago"),
-        memory_line(status),
-    ]
-    if status.id_use_pct:
-        lines.append(
-            "id sequences used: " + ", ".join(f"{k} {v:.4g}%" for k, v in sorted(status.id_use_pct.items()))
-        )
-    if status.counters:
-        lines.append("counters: " + ", ".join(f"{k}={v}" for k, v in sorted(status.counters.items())))
-    problems = status.problems(limits)
-    lines += ["", "UNHEALTHY: " + "; ".join(problems) if problems else "healthy"]
-    return "\n".join(lines)
-
-
-def memory_line(status: Status) -> str:
-    memory = status.memory
-    if memory is None:
-        return "redis memory unknown"
-    used = f"redis memory {_mb(memory.used_bytes)}"
-    share = memory.share
-    if share is None:
-        used += " of no maxmemory limit"
-    else:
-        used += f" of {_mb(memory.max_bytes)} ({share:.0%})"
-    used += f", policy {memory.policy}, streams {_mb(status.stream_bytes)}"
-    full_in, growth = status.memory_full_in_s, status.memory_growth_bytes_per_s
-    if growth is None:
-        return used + ", growth unknown (no consumer sampled it in the last minute)"
-    if full_in is None or math.isinf(full_in):
-        return used + f", not filling up ({_mb(round(growth))}/s)"
-    return used + f", full in {duration(round(full_in * 1000))} at {_mb(round(growth))}/s"
-
-
-def _mb(size: int) -> str:
-    return f"{size / 1_048_576:,.1f} MB"
 
 
 def duration(ms: int) -> str:

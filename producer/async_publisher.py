@@ -167,6 +167,11 @@ class AsyncPublisher:
         core = self.core
         sent = 0
         try:
+            if not core.shard_count_known:
+                commands = core.shard_count_commands(self._client.pipeline(transaction=False))
+                replies = await commands.execute(raise_on_error=False)
+                if not core.shard_count_replies(replies, time.monotonic()):
+                    return 0
             while True:
                 if core.memory_due(time.monotonic()):
                     core.memory_read(memory_from_info(await self._client.info("memory")), time.monotonic())

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import redis
+import redis.asyncio
 import structlog
 
 from producer.buffer import SUPERSEDED, Pending, SendBuffer
@@ -20,6 +22,8 @@ from shared.backoff import compute_backoff
 from shared.keys import Keys, shard_of
 from shared.memory import RedisMemory
 from shared.redis_errors import Condition, condition, describe, what_to_fix
+from shared.shard_count import FIELD as SHARD_COUNT_FIELD
+from shared.shard_count import ShardCountMismatch, check
 from shared.wire import Snapshot, envelope_fields
 
 log = structlog.get_logger("producer")
@@ -37,6 +41,9 @@ HARD_CAP_COMMANDS = (
     "ODDS_PRODUCER_HARD_CAP=1: enforcing the hard cap needs XLEN, XINFO GROUPS, XPENDING and XTRIM; set it "
     "to 0 to leave the cap to the consumers"
 )
+
+# A sync or an asyncio pipeline: queuing a command returns the pipeline either way.
+PipelineT = TypeVar("PipelineT", redis.client.Pipeline, redis.asyncio.client.Pipeline)
 
 # Called with the snapshots Redis took, after each pipeline, in the order they were sent.
 DeliveryReport = Callable[[list[Snapshot]], None]
@@ -72,6 +79,9 @@ class PublishCore:
         self._sent_since_reading = 0
         self._uncounted = 0  # entries in Redis not yet in the published counter (negative: counted early)
         self.total_published = 0
+        # Checked before the first entry is sent: entries sent to shards that no consumer reads would
+        # wait there unseen (see shared/shard_count.py).
+        self.shard_count_known = False
 
     @property
     def gated(self) -> bool:
@@ -182,6 +192,27 @@ class PublishCore:
         self._put_back(kept)
         self.failed(first, now, f"XADD {chunk[failed[0]].stream}")
         return len(sent)
+
+    def shard_count_commands(self, pipe: PipelineT) -> PipelineT:
+        """Queue recording our shard count (unless one is recorded) and reading the recorded one."""
+        pipe.hsetnx(self.keys.meta, SHARD_COUNT_FIELD, self.keys.shards)
+        pipe.hget(self.keys.meta, SHARD_COUNT_FIELD)
+        return pipe
+
+    def shard_count_replies(self, replies: Sequence[object], now: float) -> bool:
+        """Whether entries may go: the recorded shard count is ours. A reply that is an error holds the
+        entries like any failed call; a refusal, or another recorded count, raises PublishRefused."""
+        for reply, command in zip(replies, ("HSETNX", "HGET"), strict=True):
+            if isinstance(reply, redis.RedisError):
+                self.failed(reply, now, f"{command} {self.keys.meta}")
+                return False
+        found = replies[-1]
+        try:
+            check(None if found is None else int(found), self.keys)  # type: ignore[call-overload]
+        except (ShardCountMismatch, ValueError) as exc:
+            raise PublishRefused(f"{exc}") from exc
+        self.shard_count_known = True
+        return True
 
     def lost_contact(self, chunk: list[Pending], exc: redis.RedisError, now: float) -> None:
         """The pipeline failed as a whole: which entries got in is unknown, so all are sent again (a

@@ -80,6 +80,10 @@ class Publisher:
             return 0
         sent = 0
         try:
+            if not core.shard_count_known:
+                commands = core.shard_count_commands(self._client.pipeline(transaction=False))
+                if not core.shard_count_replies(commands.execute(raise_on_error=False), time.monotonic()):
+                    return 0
             while True:
                 if core.memory_due(time.monotonic()):
                     core.memory_read(read_memory(self._client), time.monotonic())

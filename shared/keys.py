@@ -18,6 +18,11 @@ def feed_key(event: str, bookmaker: str) -> str:
     return f"{event}|{bookmaker}"
 
 
+def glob_escape(text: str) -> str:
+    """Escape Redis glob characters, so that a stream name is matched as itself."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
+
 @dataclass(frozen=True)
 class Keys:
     stream: str
@@ -29,6 +34,16 @@ class Keys:
 
     def all_shards(self) -> list[str]:
         return [self.shard(n) for n in range(self.shards)]
+
+    @property
+    def shard_pattern(self) -> str:
+        """A SCAN pattern for every shard stream, also those beyond the configured count."""
+        return f"{glob_escape(self.stream)}:[0-9]*"
+
+    @property
+    def meta(self) -> str:
+        """What is recorded with the streams: the shard count (shared/shard_count.py)."""
+        return f"{self.stream}:meta"
 
     def lease(self, n: int) -> str:
         return f"{self.stream}:lease:{self.group}:{n}"

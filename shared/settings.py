@@ -29,9 +29,10 @@ class Settings:
     redis_url: str = "redis://localhost:6379/0"
     database_url: str = "postgresql://postgres@localhost:5432/odds"
     # The stream name is a prefix: shard n lives at "{stream}:{n}". The shard count is part of the wire
-    # contract (publishers compute the shard), so change it only with the pipeline drained.
+    # contract (publishers compute the shard) and is recorded with the streams (shared/shard_count.py):
+    # change it with `consumer reshard`, drained. 16 lets a deployment grow to 16 consumer processes.
     stream: str = "odds:snapshots"
-    shards: int = 4
+    shards: int = 16
     group: str = "odds-writers"
     consumer: str = ""
     # Entries per read, over all owned shards. Each commit waits for a WAL flush, which larger batches share;
@@ -44,9 +45,10 @@ class Settings:
     # Rows (market rows, plus one per snapshot) one transaction writes at most; a larger batch commits in
     # parts. 50,000 rows took well under a second here, far inside the database deadline.
     batch_max_rows: int = 50_000
-    # A shard lease lasts this long without renewal; pending entries of a consumer that lost its lease are
-    # claimed once idle this long. It must exceed the worst batch, which db_deadline_s bounds.
-    claim_idle_ms: int = 30_000
+    # A shard lease lasts this long without renewal, so a consumer that died gives its shards up after it.
+    # A thread renews the leases every quarter of it, also while a commit runs, so it need not exceed the
+    # worst batch: the next owner claims what the dead one left pending at once.
+    lease_ttl_ms: int = 3000
     db_deadline_s: float = 10.0
     max_deliveries: int = 10
     # Hard cap per shard: reached only when consumers fall that far behind; entries trimmed beyond the
@@ -94,10 +96,9 @@ class Settings:
             raise SettingsError("max_outcomes must be at least 3")
         if not 0 < self.producer_high_water <= 1:
             raise SettingsError("producer_high_water is a share of maxmemory: above 0, at most 1")
-        if self.db_deadline_s * 1000 >= self.claim_idle_ms:
-            raise SettingsError(
-                "claim_idle_ms must exceed db_deadline_s, or reclaim would take work from a live consumer"
-            )
+        if self.lease_ttl_ms < 1000:
+            # Renewal runs every quarter of the TTL: a shorter one would lapse on a slow network round trip.
+            raise SettingsError("lease_ttl_ms must be at least 1000")
 
     def __repr__(self) -> str:
         # The URLs carry passwords: a settings object printed in a traceback or a log must not show them.

@@ -98,7 +98,7 @@ def settings(redis_url: str, database_url: str, db: object) -> Iterator[Settings
         database_url=database_url,
         stream=stream,
         shards=2,
-        claim_idle_ms=3000,
+        lease_ttl_ms=3000,
         db_deadline_s=2.0,
         trim_interval_s=0.2,
         consumer="test-consumer",

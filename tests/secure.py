@@ -55,7 +55,7 @@ class Servers:
         return Settings(
             redis_url=self.redis.url(redis_user),
             database_url=self.postgres.url_for("odds"),
-            claim_idle_ms=3000,
+            lease_ttl_ms=3000,
             db_deadline_s=2.0,
         ).with_(stream="odds:snapshots", shards=2)
 

@@ -99,7 +99,7 @@ def env_for(settings: Settings) -> dict[str, str]:
             "ODDS_STREAM": settings.stream,
             "ODDS_SHARDS": str(settings.shards),
             "ODDS_GROUP": settings.group,
-            "ODDS_CLAIM_IDLE_MS": str(settings.claim_idle_ms),
+            "ODDS_LEASE_TTL_MS": str(settings.lease_ttl_ms),
             "ODDS_DB_DEADLINE_S": str(settings.db_deadline_s),
             "ODDS_BATCH_SIZE": str(settings.batch_size),
             "ODDS_TRIM_INTERVAL_S": str(settings.trim_interval_s),

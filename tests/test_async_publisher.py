@@ -119,7 +119,11 @@ def test_a_refusal_reaches_the_scraper_at_its_next_call(tmp_path: object, redis_
 
     with RedisServer(tmp_path) as server:  # type: ignore[arg-type]
         redis.Redis.from_url(server.url).acl_setuser(
-            "scraper", enabled=True, passwords=["+pw"], keys=["*"], commands=["+info", "+ping"]
+            "scraper",
+            enabled=True,
+            passwords=["+pw"],
+            keys=["*"],
+            commands=["+info", "+ping", "+hsetnx", "+hget"],
         )
         keys = Keys("odds:snapshots", "odds-writers", 2)
 

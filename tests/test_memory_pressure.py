@@ -17,7 +17,8 @@ import redis
 from consumer.daemon import Daemon
 from consumer.localservers import RedisServer
 from consumer.memory_watch import GROWTH_FIELD, SAMPLED_FIELD
-from consumer.status import Thresholds, collect, render
+from consumer.status import Thresholds, collect
+from consumer.status_table import render
 from consumer.stream import ShardStreams, encode_fingerprint
 from consumer.sweep import FingerprintSweep
 from producer.core import HIGH_WATER, PublishRefused
@@ -164,9 +165,21 @@ def test_a_read_only_replica_holds_entries_back_until_it_is_a_master_again(tmp_p
 @pytest.mark.parametrize(
     ("rules", "expected"),
     [
-        (["~odds:*", "+xadd", "+hincrby", "+xlen"], r"grant the producer's Redis user \+info"),
         (
-            ["~elsewhere:*", "+xadd", "+hincrby", "+info", "+xlen"],
+            ["~odds:*", "+xadd", "+hincrby", "+hsetnx", "+hget", "+xlen"],
+            r"grant the producer's Redis user \+info",
+        ),
+        (
+            [
+                "~elsewhere:*",
+                "~odds:snapshots:meta",
+                "+xadd",
+                "+hincrby",
+                "+hsetnx",
+                "+hget",
+                "+info",
+                "+xlen",
+            ],
             r"keys used as arguments \(XADD odds:snapshots:\d\); grant it",
         ),
     ],
@@ -177,7 +190,11 @@ def test_a_producer_missing_a_permission_is_told_what_to_fix(
     # Given a Redis user that may not do everything the producer needs
     admin = redis.Redis.from_url(small_redis.url)
     admin.acl_setuser(
-        "scraper", enabled=True, passwords=["+pw"], keys=[r[1:] for r in rules[:1]], commands=rules[1:]
+        "scraper",
+        enabled=True,
+        passwords=["+pw"],
+        keys=[r[1:] for r in rules if r[0] == "~"],
+        commands=[r for r in rules if r[0] != "~"],
     )
     keys = Keys("odds:snapshots", "odds-writers", 2)
     url = f"redis://scraper:pw@127.0.0.1:{small_redis.port}/0"

@@ -224,7 +224,7 @@ def test_a_batch_abandoned_with_its_lease_drops_the_newer_batch_read_ahead(
     assert first.prefetched is not None
     # When the lease comes back to it and it drains
     client.delete(keys.lease(0))
-    first.leases.maintain(force=True)
+    first.leases.rebalance(force=True)
     drain(first)
     first.writer.discard()
     # Then the abandoned batch was applied before the one read ahead: no change turned stale

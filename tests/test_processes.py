@@ -96,7 +96,7 @@ def test_a_second_signal_exits_at_once_leaving_the_batch_pending(
         port = silent.getsockname()[1]
         hanging = settings.with_(
             database_url=f"postgresql://postgres@127.0.0.1:{port}/odds",
-            claim_idle_ms=120_000,
+            lease_ttl_ms=120_000,
             db_deadline_s=60,
         )
         Publisher.from_settings(hanging).publish(

@@ -83,7 +83,7 @@ def scraped_run(
         database_url=database_url,
         stream=f"test:prom:{int(time.time() * 1000)}",
         shards=2,
-        claim_idle_ms=3000,
+        lease_ttl_ms=3000,
         db_deadline_s=2.0,
         trim_interval_s=0.2,
     )

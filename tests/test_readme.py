@@ -29,10 +29,10 @@ def test_readme_redis_cli_example_is_stored(
     settings: Settings, db: psycopg.Connection[tuple[object, ...]]
 ) -> None:
     # Given the README's command, aimed at this test's stream and Redis
-    settings = settings.with_(shards=4)
+    settings = settings.with_(shards=Settings().shards)  # the README's example uses the default count
     command = readme_xadd()
     documented_shard = int(re.search(r"odds:snapshots:(\d+)", command).group(1))  # type: ignore[union-attr]
-    assert documented_shard == shard_of("sr:match:1", "bet9ja", 4)
+    assert documented_shard == shard_of("sr:match:1", "bet9ja", settings.shards)
     command = command.replace("odds:snapshots:", f"{settings.stream}:").replace(
         "redis-cli -x", f"redis-cli -u {settings.redis_url} -x"
     )

@@ -14,7 +14,8 @@ from consumer.__main__ import EXIT_UNHEALTHY, main
 from consumer.batch import BatchProcessor
 from consumer.daemon import Daemon
 from consumer.plan import Entry
-from consumer.status import Thresholds, collect, render
+from consumer.status import Thresholds, collect
+from consumer.status_table import render
 from consumer.stream import ShardStreams
 from producer.publisher import Publisher
 from shared.backlog import count_below

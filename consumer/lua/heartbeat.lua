@@ -1,8 +1,8 @@
 #!lua flags=allow-oom
--- Mark this consumer alive, forget members silent for a lease TTL, and count the live ones.
+-- Mark this consumer alive, forget members silent for a lease TTL, and list the live ones.
 -- KEYS[1]: the members sorted set
 -- ARGV: consumer, ttl ms
--- Returns the number of live members.
+-- Returns the names of the live members (each consumer ranks them to find its share of the shards).
 --
 -- Scored with the Redis server's clock, never a consumer's: a consumer whose clock ran ahead would
 -- otherwise drop every other member at each heartbeat and take all shards.
@@ -10,4 +10,4 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZADD', KEYS[1], now, ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2]))
-return redis.call('ZCARD', KEYS[1])
+return redis.call('ZRANGE', KEYS[1], 0, -1)

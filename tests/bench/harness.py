@@ -94,8 +94,9 @@ class Bench:
                 "ODDS_STREAM": stream,
                 "ODDS_SHARDS": str(SHARDS),
                 "ODDS_GROUP": GROUP,
-                # A short lease lets two consumers settle on two shards each within a second or two.
-                "ODDS_CLAIM_IDLE_MS": "5000",
+                # Longer than publishing a backlog takes: the throughput runs SIGSTOP the consumers
+                # meanwhile, and a lease lapsing then would time its take-over, not the pipeline.
+                "ODDS_LEASE_TTL_MS": "60000",
                 "ODDS_DB_DEADLINE_S": "4",
                 # Trimming would delete the backlog that the yardstick reads again afterwards.
                 "ODDS_TRIM_INTERVAL_S": "3600",
@@ -130,13 +131,16 @@ class Bench:
 
     # --- consumers ----------------------------------------------------------------------------------
 
-    def start_consumers(self, stream: str, count: int, **extra: str) -> list[subprocess.Popen[bytes]]:
+    def start_consumers(
+        self, stream: str, count: int, names: Sequence[str] = (), **extra: str
+    ) -> list[subprocess.Popen[bytes]]:
+        """Start `count` consumer processes, named bench-0... unless names are given."""
         procs = []
-        for i in range(count):
-            log = (self.tmp / f"{stream.replace(':', '_')}-{i}.log").open("wb")
+        for i, name in zip(range(count), names or [f"bench-{i}" for i in range(count)], strict=True):
+            log = (self.tmp / f"{stream.replace(':', '_')}-{name}.log").open("wb")
             procs.append(
                 subprocess.Popen(
-                    [sys.executable, "-m", "consumer", "run", "--name", f"bench-{i}", "--log-json"],
+                    [sys.executable, "-m", "consumer", "run", "--name", name, "--log-json"],
                     env=self.env(stream, **extra),
                     cwd=ROOT,
                     stdout=log,

@@ -79,7 +79,7 @@ class RunConfig:
     shards: int = 4
     # Small on purpose: a dead consumer's shards and entries move within seconds. The lease TTL is the same
     # value, and it must still exceed the worst batch, which db_deadline_s bounds.
-    claim_idle_ms: int = 3000
+    lease_ttl_ms: int = 3000
     db_deadline_s: float = 1.5
     batch_size: int = 50
     trim_interval_s: float = 0.5
@@ -138,7 +138,7 @@ class FaultRun:
                 database_url=database_url,
                 shards=c.shards,
                 batch_size=c.batch_size,
-                claim_idle_ms=c.claim_idle_ms,
+                lease_ttl_ms=c.lease_ttl_ms,
                 db_deadline_s=c.db_deadline_s,
                 trim_interval_s=c.trim_interval_s,
                 max_deliveries=c.max_deliveries,
