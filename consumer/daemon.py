@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import contextvars
 import gc
-import os
-import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
-from types import FrameType
 
 import redis
 import structlog
@@ -21,14 +18,16 @@ import structlog
 from consumer.batch import BatchProcessor, Limits, PreparedBatch
 from consumer.errors import Refused, Transient, Unavailable, classify_redis_error
 from consumer.leases import Leases
-from consumer.memory_watch import MemoryWatch
+from consumer.memory_watch import MemoryWatch, log_memory_policy
 from consumer.metrics import ConsumerMetrics
+from consumer.shards import ShardStates, State, redelivery_count
+from consumer.stopping import Stop
 from consumer.stream import NEW, OWN_HISTORY, Outcome, ShardStreams
 from consumer.sweep import FingerprintSweep
 from consumer.writer import Writer
 from shared.backoff import compute_backoff
 from shared.cli import EXIT_REFUSED, EXIT_SETTINGS
-from shared.memory import RedisMemory, eviction_risk, read_memory
+from shared.memory import RedisMemory, read_memory
 from shared.redis_client import connect
 from shared.settings import Settings
 from shared.shard_count import ShardCountMismatch, settle
@@ -71,23 +70,18 @@ class Daemon:
         self.memory = MemoryWatch(self.client, self.streams)
         self.metrics = ConsumerMetrics(self.client, self.keys, self.memory)
         self.sweep = FingerprintSweep(self.client, self.keys, settings.fingerprint_expiry_s)
-        # A shard becomes ready (read with ">") once our own history there is drained and no other
-        # consumer still holds entries of it: reading new entries earlier could reorder a feed.
-        self.ready: set[int] = set()
+        # What to read next from each shard we hold, and when a shard may be given back (shards.py).
+        self.states = ShardStates()
         # The next batch, read and prepared while the previous one committed; its entries are pending.
         self.prefetched: PreparedBatch | None = None
-        # Shards above our share, given back once nothing of theirs is in hand: neither read nor prefetched
-        # meanwhile, so that their next owner finds nothing pending under our name and starts at once.
-        self.giving_back: set[int] = set()
         self._committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="commit")
-        self.stopping = False
+        self.stop = Stop()
         self.shard_count_settled = False
-        self.stop_signal: int | None = None
         self._next_trim = 0.0
 
     def run(self) -> int:
         """Run until stopped: 0 after a stop, EXIT_REFUSED when Redis or Postgres refuses this consumer."""
-        self._install_signals()
+        self.stop.install()
         _tune_garbage_collector()
         structlog.contextvars.bind_contextvars(
             stream=self.settings.stream, group=self.settings.group, consumer=self.name
@@ -107,7 +101,7 @@ class Daemon:
             shards=self.settings.shards,
             metrics_port=self.settings.metrics_port,
         )
-        _log_memory_policy(memory)
+        log_memory_policy(memory)
         self.leases.start_renewing()
         self._count_start()
         server = self.metrics.serve(self.settings.metrics_port) if self.settings.metrics_port else None
@@ -138,7 +132,7 @@ class Daemon:
 
     def _loop(self) -> None:
         failures = 0
-        while not self.stopping:
+        while not self.stop.requested:
             try:
                 worked = self.step()
                 failures = 0
@@ -150,9 +144,7 @@ class Daemon:
                 self.metrics.retried(exc)
                 self._sleep(compute_backoff(failures, base_s=0.1, cap_s=RETRY_CAP_S))
                 failures += 1
-        log.info(
-            "consumer_stopping", signal=signal.Signals(self.stop_signal).name if self.stop_signal else None
-        )
+        log.info("consumer_stopping", signal=self.stop.signal_name)
         # The batch in hand includes the one prefetched: finish it too rather than leave it to a reclaim.
         batch = self._take_prefetched()
         if batch is not None:
@@ -200,7 +192,7 @@ class Daemon:
         except redis.RedisError as exc:
             # A read that failed (a timeout, a dropped connection) may still have delivered entries into
             # our pending list; re-reading our own history before new entries picks them up.
-            self.ready.clear()
+            self.states.reread_all()
             raise classify_redis_error(exc) from exc
 
     def _step_redis(self) -> bool:
@@ -208,8 +200,7 @@ class Daemon:
         self._maintain_leases()
         batch = self._take_prefetched()
         if batch is None:
-            reading = self.leases.owned - self.giving_back
-            batch = self._read({n: NEW if n in self.ready else OWN_HISTORY for n in reading})
+            batch = self._read(self.states.next_read())
         if batch is not None:
             self._process(batch)
         self._give_back()
@@ -228,16 +219,13 @@ class Daemon:
     def _maintain_leases(self, force: bool = False) -> None:
         """Take in what the renewal thread found lost, and rebalance towards our share.
 
-        A shard lost, even if regained at once, must be taken over anew: its entries may have been read by
-        another consumer meanwhile, so it is ready for new entries only after its history and what others
-        hold pending are dealt with. Shards above our share are only marked to give back (see _give_back).
+        Shards above our share are only marked to give back (see _give_back).
         """
         self.leases.alive()
-        gained, lost, surplus = self.leases.rebalance(force, self.giving_back)
-        self.giving_back = (self.giving_back | surplus) & self.leases.owned
-        self.ready -= gained | lost
-        self.ready &= self.leases.owned
-        if gained:
+        change = self.leases.rebalance(force, self.states.releasing)
+        self.states.follow(self.leases.owned, change.gained)
+        self.states.above_share(change.surplus)
+        if change.gained:
             self.streams.ensure_groups()
 
     def _give_back(self) -> None:
@@ -246,16 +234,12 @@ class Daemon:
         The batch being committed is done by now; a batch prefetched before the decision may still hold
         some, and then the next step processes it first.
         """
-        if not self.giving_back:
-            return
-        prefetched = self.prefetched
-        if prefetched is not None and self._shards_of(prefetched) & self.giving_back:
-            return
-        self.leases.release(self.giving_back, "rebalance")
-        self.ready -= self.giving_back
-        self.giving_back = set()
+        in_hand = self._shards_of(self.prefetched) if self.prefetched is not None else set()
+        if self.states.may_release(in_hand):
+            self.leases.release(self.states.released(), "rebalance")
 
-    def _read(self, shards: dict[int, str]) -> PreparedBatch | None:
+    def _read(self, plan: dict[int, State]) -> PreparedBatch | None:
+        shards = {n: NEW if state is State.LIVE else OWN_HISTORY for n, state in plan.items()}
         owned = max(1, len(self.leases.owned))
         count = max(1, self.settings.batch_size // owned)
         history = [n for n, at in shards.items() if at == OWN_HISTORY]
@@ -266,25 +250,22 @@ class Daemon:
         )
         for n in result.lost_leases:
             self.leases.lost(n)
-            self.ready.discard(n)
+            self.states.lost({n})
         for n in result.drained_history:
-            self._take_over(n)
+            if self.states.history_drained(n):
+                self._take_over(n)
         return self.processor.prepare(result.entries) if result.entries else None
 
     def _prefetch(self) -> None:
-        """Read and prepare the next batch while the current one commits on the other thread.
-
-        Only when every owned shard is ready: re-reading our own history now would return the very
-        entries that are committing.
-        """
-        if self.stopping or self.giving_back or not self.ready or self.ready != self.leases.owned:
+        """Read and prepare the next batch while the current one commits on the other thread."""
+        if self.stop.requested or not self.states.may_read_ahead():
             return
         try:
-            self.prefetched = self._read(dict.fromkeys(self.ready, NEW))
+            self.prefetched = self._read(self.states.next_read())
         except redis.RedisError as exc:
             # The read may still have delivered entries into our pending list: re-read our history next.
             log.warning("prefetch_failed", error=str(exc))
-            self.ready.clear()
+            self.states.reread_all()
 
     def _take_prefetched(self) -> PreparedBatch | None:
         """The prefetched batch, if all its shards are still ours and in order to read new entries.
@@ -295,16 +276,14 @@ class Daemon:
         batch, self.prefetched = self.prefetched, None
         if batch is None:
             return None
-        if batch.streams <= {self.keys.shard(n) for n in self.ready}:
+        shards = self._shards_of(batch)
+        if self.states.still_valid(shards):
             return batch
-        self._reread_history_of(batch)
+        self.states.reread(shards)
         return None
 
-    def _reread_history_of(self, batch: PreparedBatch) -> None:
-        self.ready -= self._shards_of(batch)
-
     def _shards_of(self, batch: PreparedBatch) -> set[int]:
-        return {n for n in self.leases.owned if self.keys.shard(n) in batch.streams}
+        return {n for n in range(self.keys.shards) if self.keys.shard(n) in batch.streams}
 
     def _take_over(self, n: int) -> None:
         """Claim what others left pending on shard n; ready once nobody else holds any of it.
@@ -320,8 +299,8 @@ class Daemon:
             self.metrics.lost_before_reclaim(len(deleted))
         if claimed:
             log.info("entries_reclaimed", shard=n, count=claimed)
-        elif self.streams.others_pending(n) == 0:
-            self.ready.add(n)
+        self.states.claimed(n, claimed or self.streams.others_pending(n))
+        if self.states.state(n) is State.LIVE:
             log.info("shard_ready", shard=n)
 
     def _process(self, batch: PreparedBatch) -> None:
@@ -352,7 +331,7 @@ class Daemon:
                 error = exc
             log.warning("batch_retrying", cause=error.cause, error=str(error), attempt=attempt)
             self.metrics.retried(error)
-            if self.stopping:
+            if self.stop.requested:
                 log.warning("batch_left_pending_for_reclaim", entries=len(batch.entries))
                 return
             self._sleep(compute_backoff(attempt, base_s=0.1, cap_s=RETRY_CAP_S))
@@ -370,7 +349,7 @@ class Daemon:
                 log.warning("batch_abandoned_lease_lost", entries=len(batch.entries))
                 # The batch's entries on shards we still hold stay in our own pending list. Reading newer
                 # entries there first would make them stale and skip their changes: re-read our history.
-                self._reread_history_of(batch)
+                self.states.reread(self._shards_of(batch))
                 return
 
     def _record_metrics(self, batch: PreparedBatch, outcome: Outcome, seconds: float) -> None:
@@ -390,7 +369,7 @@ class Daemon:
         if time.monotonic() < self._next_trim:
             return
         self._next_trim = time.monotonic() + self.settings.trim_interval_s
-        for n in sorted(self.ready):
+        for n in sorted(self.states.live):
             forced = trim(self.client, self.keys.shard(n), self.settings.stream_hard_cap).forced
             if forced:
                 self.streams.record_stats({"forced_trimmed": forced})
@@ -399,7 +378,7 @@ class Daemon:
             if removed:
                 log.info("idle_consumers_removed", shard=n, consumers=removed)
         # One hash for all shards, swept by whoever owns shard 0.
-        if 0 in self.ready:
+        if 0 in self.states.live:
             expired = self.sweep.step()
             if expired:
                 log.info("fingerprints_expired", count=expired, after_s=self.settings.fingerprint_expiry_s)
@@ -413,54 +392,8 @@ class Daemon:
         self.writer.discard()
 
     def _sleep(self, seconds: float) -> None:
-        """Sleep in short slices so a stop request ends the wait promptly.
-
-        The signal handler only sets a flag: waking a threading.Event from a handler can deadlock when the
-        signal lands while the main thread holds that Event's lock inside wait().
-        """
-        deadline = time.monotonic() + seconds
-        while not self.stopping and (left := deadline - time.monotonic()) > 0:
-            self.leases.alive()  # waiting on purpose is a sign of life, for the lease renewal
-            time.sleep(min(left, 0.1))
-
-    def _install_signals(self) -> None:
-        def on_signal(signum: int, _: FrameType | None) -> None:
-            if self.stopping:
-                # Second signal: leave at once. Whatever is pending is reclaimed by the next owner.
-                os._exit(128 + signum)
-            # Only flags here: logging or waking a lock from a handler can deadlock with the main thread.
-            self.stop_signal = signum
-            self.stopping = True
-
-        signal.signal(signal.SIGTERM, on_signal)
-        signal.signal(signal.SIGINT, on_signal)
-
-
-def _log_memory_policy(memory: RedisMemory | None) -> None:
-    """Say at start whether Redis could evict what the pipeline needs, and how full it is."""
-    if memory is None:
-        log.warning("redis_memory_unknown")
-        return
-    risk = eviction_risk(memory)
-    (log.error if risk else log.info)(
-        "redis_memory_checked",
-        used_bytes=memory.used_bytes,
-        max_bytes=memory.max_bytes,
-        policy=memory.policy,
-        **({"risk": risk} if risk else {}),
-    )
-
-
-def redelivery_count(count: int, deliveries: int) -> int:
-    """Entries to re-read from a history whose oldest entry was delivered that often already.
-
-    A crash and a reclaim deliver an entry twice. More means that something fails on the batch every time,
-    most often a crash that the batch triggers, and every re-read raises the delivery count of all it
-    holds, until ODDS_MAX_DELIVERIES dead-letters them all, good entries with the culprit. Re-reading a
-    quarter as many each time lets the entries before the culprit commit, and leaves it alone in its batch
-    a few deliveries later, to be dead-lettered on its own.
-    """
-    return max(1, count >> (2 * max(0, deliveries - 2)))
+        # Waiting on purpose is a sign of life, for the lease renewal.
+        self.stop.sleep(seconds, self.leases.alive)
 
 
 def _tune_garbage_collector() -> None:

@@ -9,9 +9,12 @@ from __future__ import annotations
 import time
 
 import redis
+import structlog
 
 from consumer.stream import ShardStreams
-from shared.memory import Growth, RedisMemory, memory_from_info
+from shared.memory import Growth, RedisMemory, eviction_risk, memory_from_info
+
+log = structlog.get_logger(__name__)
 
 SAMPLE_INTERVAL_S = 5.0
 GROWTH_FIELD = "memory_growth_bytes_per_s"
@@ -42,3 +45,18 @@ class MemoryWatch:
         self._streams.record_stats(
             {}, {GROWTH_FIELD: round(self.growth.bytes_per_s), SAMPLED_FIELD: server_ms}
         )
+
+
+def log_memory_policy(memory: RedisMemory | None) -> None:
+    """Say at start whether Redis could evict what the pipeline needs, and how full it is."""
+    if memory is None:
+        log.warning("redis_memory_unknown")
+        return
+    risk = eviction_risk(memory)
+    (log.error if risk else log.info)(
+        "redis_memory_checked",
+        used_bytes=memory.used_bytes,
+        max_bytes=memory.max_bytes,
+        policy=memory.policy,
+        **({"risk": risk} if risk else {}),
+    )

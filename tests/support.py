@@ -83,7 +83,7 @@ def drain(daemon: Daemon, max_steps: int = 2000) -> None:
         worked = daemon.step()
         if (
             not worked
-            and daemon.ready == set(range(daemon.keys.shards))
+            and daemon.states.live == set(range(daemon.keys.shards))
             and backlog(client, daemon.keys) == 0
         ):
             return
