@@ -246,7 +246,7 @@ class Daemon:
         if history:
             count = redelivery_count(count, max(self.streams.oldest_deliveries(n) for n in history))
         result = self.streams.read(
-            shards, count, max(1, self.settings.batch_max_bytes // owned), self.settings.max_entry_bytes
+            shards, count, self.settings.batch_max_bytes, self.settings.max_entry_bytes
         )
         for n in result.lost_leases:
             self.leases.lost(n)

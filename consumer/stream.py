@@ -56,6 +56,7 @@ class ShardStreams:
         self._create_group = load(client, "create_group")
         self._finish = load(client, "finish")
         self._stats = load(client, "stats")
+        self._turn = 0
 
     def ensure_groups(self) -> None:
         """Create the group on every shard from id 0 (never $, which would skip what is already there)."""
@@ -65,13 +66,16 @@ class ShardStreams:
     def read(self, shards: Mapping[int, str], count: int, max_bytes: int, max_entry_bytes: int) -> ReadResult:
         """Read up to count entries from each shard at the given id (NEW or OWN_HISTORY).
 
-        Each shard's read also stops short of max_bytes. max_entry_bytes, the size one entry may have,
+        The whole read also stops short of max_bytes. max_entry_bytes, the size one entry may have,
         sizes its pages, so that a read never goes far past max_bytes.
         """
         result = ReadResult()
         if not shards:
             return result
-        order = sorted(shards)
+        # Each read starts at the next shard: the byte budget is shared, and the first shards read take it.
+        ordered = sorted(shards)
+        self._turn = (self._turn + 1) % len(ordered)
+        order = ordered[self._turn :] + ordered[: self._turn]
         keys: list[str] = []
         for n in order:
             keys += [self._keys.lease(n), self._keys.shard(n)]
@@ -94,13 +98,13 @@ class ShardStreams:
             log.warning("consumer_group_missing_recreating", error=str(exc))
             self.ensure_groups()
             return result
-        for n, (stream, held, raw_entries) in zip(order, reply):
+        for n, (stream, held, raw_entries, unread) in zip(order, reply):
             if not held:
                 result.lost_leases.add(n)
                 continue
             entries = [_entry(stream.decode(), raw) for raw in raw_entries]
             if shards[n] == OWN_HISTORY:
-                if not entries:
+                if not entries and not unread:
                     result.drained_history.add(n)
                 entries = self._with_deliveries(entries)
             result.entries += entries

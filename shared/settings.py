@@ -38,9 +38,9 @@ class Settings:
     # Entries per read, over all owned shards. Each commit waits for a WAL flush, which larger batches share;
     # two batches are in memory at once (one committing, one read ahead). On 2 cores 1,000 beat 500 and 2,000.
     batch_size: int = 1000
-    # A read stops short of this many bytes of entries (a shard's share of it), so one Redis call stays short
-    # and a batch of large snapshots stays in memory bounds: 16 MiB is some 4,000 entries of the usual 4 kB,
-    # or 40 snapshots of 5,000 markets.
+    # A read stops short of this many bytes of entries, over all the shards it reads, so one Redis call
+    # stays short and a batch of large snapshots stays in memory bounds: 16 MiB is some 4,000 entries of the
+    # usual 4 kB, or 40 snapshots of 5,000 markets.
     batch_max_bytes: int = 16 * 1024 * 1024
     # Rows (market rows, plus one per snapshot) one transaction writes at most; a larger batch commits in
     # parts. 50,000 rows took well under a second here, far inside the database deadline.

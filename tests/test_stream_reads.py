@@ -62,3 +62,54 @@ def test_a_budget_below_one_entry_still_reads_one(client: redis.Redis, keys: Key
     ids = fill(client, keys.shard(0), [300 * KB] * 3)
     streams = owned(client, keys, "me")
     assert [e.entry_id for e in streams.read({0: NEW}, 100, 10 * KB, 1024 * KB).entries] == ids[:1]
+
+
+def test_the_byte_budget_is_the_whole_reads_so_many_shards_still_read_full_batches(
+    client: redis.Redis, keys: Keys
+) -> None:
+    # Given 16 shards with 20 small entries each, and a budget that split 16 ways would be below the
+    # largest entry allowed (a share per shard would read one entry from each)
+    sixteen = Keys(keys.stream, keys.group, 16)
+    for n in range(16):
+        client.set(sixteen.lease(n), "me")
+        fill(client, sixteen.shard(n), [3 * KB] * 20)
+    streams = ShardStreams(client, sixteen, "me")
+    streams.ensure_groups()
+    # When all 16 are read with 16 MB and entries of up to 1 MB allowed
+    entries = streams.read(dict.fromkeys(range(16), NEW), 20, 16 * 1024 * KB, 1024 * KB).entries
+    # Then every entry of every shard came in that one read
+    assert len(entries) == 16 * 20
+
+
+def test_the_byte_budget_bounds_a_read_of_many_shards_as_a_whole(client: redis.Redis, keys: Keys) -> None:
+    # Given 16 shards of 20 entries of 3 kB each (960 kB in all)
+    sixteen = Keys(keys.stream, keys.group, 16)
+    for n in range(16):
+        client.set(sixteen.lease(n), "me")
+        fill(client, sixteen.shard(n), [3 * KB] * 20)
+    streams = ShardStreams(client, sixteen, "me")
+    streams.ensure_groups()
+    # When they are read with a budget of 100 kB and entries of up to 10 kB allowed
+    entries = streams.read(dict.fromkeys(range(16), NEW), 20, 100 * KB, 10 * KB).entries
+    # Then the read as a whole stayed within it, and still took more than one shard's worth
+    assert sum(len(e.fields[b"data"]) for e in entries if e.fields) <= 100 * KB
+    assert len(entries) > 20
+
+
+def test_a_history_the_budget_left_unread_is_not_taken_for_drained(client: redis.Redis, keys: Keys) -> None:
+    # Given two shards, each with entries of 600 kB delivered to us and not acknowledged
+    for n in range(2):
+        client.set(keys.lease(n), "me")
+        fill(client, keys.shard(n), [600 * KB] * 3)
+    streams = ShardStreams(client, keys, "me")
+    streams.ensure_groups()
+    for n in range(2):
+        client.xreadgroup(keys.group, "me", {keys.shard(n): ">"}, count=100)
+    # When both histories are read with a budget that the first shard read uses up
+    result = streams.read({0: OWN_HISTORY, 1: OWN_HISTORY}, 10, 1024 * KB, 1024 * KB)
+    # Then only one shard was read, and the other is not reported drained (its entries come first)
+    assert len({e.stream for e in result.entries}) == 1
+    assert result.drained_history == set()
+    # And the next read starts at the other shard
+    following = streams.read({0: OWN_HISTORY, 1: OWN_HISTORY}, 10, 1024 * KB, 1024 * KB)
+    assert {e.stream for e in following.entries} != {e.stream for e in result.entries}

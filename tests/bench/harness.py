@@ -57,6 +57,7 @@ class Bench:
         self.tmp = Path(tempfile.mkdtemp(prefix="odds-bench-"))
         self.procs: list[subprocess.Popen[bytes]] = []
         self.streams_used: list[str] = []
+        self.shards = SHARDS  # of the streams new_stream() names from now on
         self.clock_ms = ms_now() - 3_600_000  # capture times: an hour back, one second per cycle
 
     # --- setup and teardown -------------------------------------------------------------------------
@@ -92,7 +93,7 @@ class Bench:
                 "REDIS_URL": self.redis_url,
                 "DATABASE_URL": self.db_url,
                 "ODDS_STREAM": stream,
-                "ODDS_SHARDS": str(SHARDS),
+                "ODDS_SHARDS": str(self.shards),
                 "ODDS_GROUP": GROUP,
                 # Longer than publishing a backlog takes: the throughput runs SIGSTOP the consumers
                 # meanwhile, and a lease lapsing then would time its take-over, not the pipeline.
@@ -106,9 +107,10 @@ class Bench:
         return env
 
     def new_stream(self, name: str) -> tuple[str, Keys]:
-        stream = f"{self.prefix}:{name}"
+        # Numbered: a measure run twice (in pairs, or at another shard count) gets fresh streams.
+        stream = f"{self.prefix}:{name}-{len(self.streams_used)}"
         self.streams_used.append(stream)
-        return stream, Keys(stream, GROUP, SHARDS)
+        return stream, Keys(stream, GROUP, self.shards)
 
     def simulator(self, rate: float, events: int | None = None) -> Simulator:
         return Simulator(
@@ -153,12 +155,13 @@ class Bench:
     def wait_leases(self, keys: Keys, count: int, timeout_s: float = 30.0) -> None:
         """Until the shards are spread evenly: each of `count` consumers holds its fair share."""
         deadline = time.monotonic() + timeout_s
-        fair = -(-SHARDS // count)
+        shards = keys.shards
+        fair = -(-shards // count)
         while time.monotonic() < deadline:
-            holders = self.client.mget([keys.lease(n) for n in range(SHARDS)])
+            holders = self.client.mget([keys.lease(n) for n in range(shards)])
             owners = [h for h in holders if h is not None]
             if (
-                len(owners) == SHARDS
+                len(owners) == shards
                 and len(set(owners)) == count
                 and all(owners.count(o) <= fair for o in set(owners))
             ):

@@ -18,7 +18,7 @@ from producer.publisher import Publisher
 from shared.keys import Keys, shard_of
 from shared.trim import stream_id
 from shared.wire import Market, Snapshot, encode, market_row
-from tests.bench.harness import BOOKMAKERS, GROUP, POLL_S, SHARDS, Bench, ms_now
+from tests.bench.harness import BOOKMAKERS, GROUP, POLL_S, Bench, ms_now
 
 PUBLISH_PAIRS = 5
 
@@ -60,7 +60,7 @@ def publish_rates(b: Bench) -> tuple[float, float, float]:
         start = time.perf_counter()
         publisher.publish_cycle(snapshots)
         published.append(len(snapshots) / (time.perf_counter() - start))
-        entries = [(keys.shard(shard_of(s.event, s.bookmaker, SHARDS)), encode(s)) for s in snapshots]
+        entries = [(keys.shard(shard_of(s.event, s.bookmaker, keys.shards)), encode(s)) for s in snapshots]
         start = time.perf_counter()
         for i in range(0, len(entries), PIPELINE_CHUNK):
             pipe = b.client.pipeline(transaction=False)
@@ -255,7 +255,7 @@ def latency(b: Bench, target_per_s: float) -> tuple[float, float, int]:
         if due > sent:
             pipe = b.client.pipeline(transaction=False)
             chunk = queue[sent:due]
-            targets = [keys.shard(shard_of(s.event, s.bookmaker, SHARDS)) for s in chunk]
+            targets = [keys.shard(shard_of(s.event, s.bookmaker, keys.shards)) for s in chunk]
             for target, s in zip(targets, chunk):
                 pipe.xadd(target, encode(s))  # type: ignore[arg-type]
             for target, entry_id in zip(targets, pipe.execute()):
