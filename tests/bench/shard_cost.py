@@ -39,7 +39,11 @@ def main(argv: list[str] | None = None) -> int:
             few, many = (rates[n][-1] for n in SHARD_COUNTS)
             print(f"pair {pair + 1}: 4 shards {few:,.0f}/s, 16 shards {many:,.0f}/s, ratio {many / few:.2f}")
     few, many = (statistics.median(rates[n]) for n in SHARD_COUNTS)
-    print(f"median: 4 shards {few:,.0f}/s, 16 shards {many:,.0f}/s; 16 shards run at {many / few:.0%}")
+    ratios = [b / a for a, b in zip(*(rates[n] for n in SHARD_COUNTS), strict=True)]
+    print(
+        f"median: 4 shards {few:,.0f}/s, 16 shards {many:,.0f}/s; median ratio of the pairs "
+        f"{statistics.median(ratios):.2f}"
+    )
     return 0
 
 
