@@ -24,7 +24,6 @@ from consumer.localservers import PostgresServer, RedisServer, postgres_bin_dir
 from consumer.migrate import create_database_if_missing, upgrade
 from consumer.status import collect
 from shared.db import database_name, psycopg_url, with_database
-from shared.keys import Keys
 from shared.logs import redact
 from shared.settings import Settings
 
@@ -83,7 +82,7 @@ def _run(settings: Settings, private: bool) -> int:
     producer = _start("producer", [*simulate, "--seed", "7"], env)
     consumer = _start("consumer", ["run", "--name", "demo-1"], env)
     client = redis.Redis.from_url(settings.redis_url)
-    keys = Keys(settings.stream, settings.group, settings.shards)
+    keys = settings.keys
     print(
         f"\npublishing {CYCLES} cycles of {EVENTS} events x {len(BOOKMAKERS.split(','))} bookmakers x "
         f"{MARKETS} markets, {CHANGE_RATE:.0%} changing per cycle (logs in {WORKDIR}/)\n"

@@ -111,7 +111,7 @@ def settings(redis_url: str, database_url: str, db: object) -> Iterator[Settings
 
 @pytest.fixture
 def keys(settings: Settings) -> Keys:
-    return Keys(settings.stream, settings.group, settings.shards)
+    return settings.keys
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ import redis
 
 from consumer.daemon import Daemon
 from producer.publisher import Publisher
-from shared.keys import Keys
 from shared.settings import Settings
 from shared.wire import DataLimits, InvalidEntry, Market, Snapshot, canonical_markets, decode_data
 from tests.absurd import SHAPES
@@ -78,7 +77,7 @@ def test_absurd_snapshots_are_dead_lettered_and_the_rest_of_the_batch_is_stored(
 ) -> None:
     # Given good snapshots with the absurd ones between them, all in one shard
     settings = roomy.with_(shards=1)
-    keys = Keys(settings.stream, settings.group, settings.shards)
+    keys = settings.keys
     publisher = Publisher.from_settings(settings)
     good = [
         Snapshot(f"sr:match:{i}", "bet9ja", TS, (Market("1X2", "", {"1": 2.0 + i, "X": 3.0, "2": 4.0}),))

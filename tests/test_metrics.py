@@ -199,7 +199,7 @@ def test_retries_are_labelled_by_cause_and_backend(client: redis.Redis, keys: Ke
 def test_entries_forced_out_by_the_hard_cap_are_counted(settings: Settings, client: redis.Redis) -> None:
     # Given one shard of 10 entries, a hard cap of 3, and a daemon reading one entry per batch
     settings = settings.with_(shards=1, stream_hard_cap=3, batch_size=1, trim_interval_s=0)
-    keys = Keys(settings.stream, settings.group, settings.shards)
+    keys = settings.keys
     snapshots = Simulator(
         SimulationSpec(events=10, bookmakers=("sportybet",), markets=1, change_rate=0.0, seed=2)
     ).cycle(int(time.time() * 1000))

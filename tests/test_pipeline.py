@@ -204,7 +204,7 @@ def test_a_batch_abandoned_with_its_lease_drops_the_newer_batch_read_ahead(
     # commit fails while another consumer takes its lease: it gives up that batch with the next one
     # already read ahead
     settings = settings.with_(shards=1, batch_size=2)
-    keys = Keys(settings.stream, settings.group, settings.shards)
+    keys = settings.keys
     published = [one(2.0 + i / 10, TS + i) for i in range(6)]
     Publisher.from_settings(settings).publish_cycle(published)
     first = Daemon(settings)
@@ -316,7 +316,7 @@ def test_a_transaction_that_misses_the_deadline_is_retried_in_smaller_parts(
     try:
         # And one batch of ten new snapshots of four markets each: 40 market rows in one transaction
         settings = settings.with_(shards=1, db_deadline_s=1.0)
-        keys = Keys(settings.stream, settings.group, settings.shards)
+        keys = settings.keys
         sim = Simulator(SimulationSpec(events=10, bookmakers=("sportybet",), markets=4, seed=2))
         published = sim.cycle(TS)
         Publisher.from_settings(settings).publish_cycle(published)
@@ -342,7 +342,7 @@ def test_a_batch_that_crashes_the_consumer_every_time_dead_letters_only_its_culp
     # Given 40 good snapshots in one shard, and between them an entry that some bug makes the consumer
     # crash on, until it has been delivered more often than the dead-letter threshold
     settings = settings.with_(shards=1, max_deliveries=10)
-    keys = Keys(settings.stream, settings.group, settings.shards)
+    keys = settings.keys
     publisher = Publisher.from_settings(settings)
     good = [one(2.0 + i / 100, TS, event=f"sr:match:{i}") for i in range(40)]
     publisher.publish_cycle(good[:20])

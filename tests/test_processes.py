@@ -29,7 +29,7 @@ def test_sigkill_of_one_of_two_consumers_keeps_history_exact(
 ) -> None:
     # Given two consumer processes sharing four shards, in small batches so the kill lands mid-stream
     settings = settings.with_(shards=4, batch_size=20)
-    keys = Keys(settings.stream, settings.group, settings.shards)
+    keys = settings.keys
     publisher = Publisher.from_settings(settings)
     sim = Simulator(
         SimulationSpec(

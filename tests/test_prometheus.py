@@ -88,7 +88,7 @@ def scraped_run(
         trim_interval_s=0.2,
     )
     client = redis.Redis.from_url(redis_url)
-    keys = Keys(settings.stream, settings.group, settings.shards)
+    keys = settings.keys
     prometheus_port, consumer_port, simulator_port = distinct_free_ports(3)
     targets = {CONSUMER_JOB: [f"127.0.0.1:{consumer_port}"], PRODUCER_JOB: [f"127.0.0.1:{simulator_port}"]}
     processes: list[subprocess.Popen[bytes]] = []

@@ -146,7 +146,7 @@ class FaultRun:
                 producer_buffer=c.producer_buffer,
                 producer_high_water=c.producer_high_water,
             )
-            self.keys = Keys(self.settings.stream, self.settings.group, self.settings.shards)
+            self.keys = self.settings.keys
             self.client = connect(self.redis.url, 1.0)
             self._stack.callback(self.client.close)
             self._stack.callback(self._kill_consumers)
