@@ -292,7 +292,7 @@ class Daemon:
         entries can no longer read the shard, and Postgres's capture-time guard makes a commit of theirs
         still in flight harmless. Waiting for the entries to go idle would only stall the shard.
         """
-        claimed, deleted = self.streams.claim_idle(n, 0)
+        claimed, deleted = self.streams.claim_pending(n)
         if deleted:
             log.error("pending_entries_trimmed_before_reclaim", shard=n, lost=len(deleted))
             self.streams.record_stats({"lost_trimmed": len(deleted)})

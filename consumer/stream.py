@@ -110,8 +110,10 @@ class ShardStreams:
             result.entries += entries
         return result
 
-    def claim_idle(self, n: int, min_idle_ms: int) -> tuple[int, list[bytes]]:
-        """Move every entry idle past min_idle_ms into our pending list, sweeping the cursor to 0-0.
+    def claim_pending(self, n: int) -> tuple[int, list[bytes]]:
+        """Move every entry of shard n that others hold pending into ours, sweeping the cursor to 0-0.
+
+        However recently delivered: the caller holds the shard's lease (see Daemon._take_over).
 
         XAUTOCLAIM looks at no more than COUNT*10 entries per call, so one call can leave a tail behind.
         (Not JUSTID: redis-py drops the cursor from that reply.)
@@ -121,7 +123,7 @@ class ShardStreams:
         claimed, deleted = 0, []
         while True:
             reply = self._client.xautoclaim(
-                stream, self._keys.group, self.consumer, min_idle_ms, start_id=cursor, count=100
+                stream, self._keys.group, self.consumer, 0, start_id=cursor, count=100
             )
             cursor, claimed = reply[0], claimed + len(reply[1])
             if len(reply) > 2:

@@ -18,7 +18,7 @@ def test_claim_sweeps_the_cursor_until_every_idle_entry_is_ours(client: redis.Re
     client.xgroup_create(stream, keys.group, id="0")
     client.xreadgroup(keys.group, "dead", {stream: ">"}, count=2_500)
     # When the shard's new owner claims what has been idle
-    claimed, deleted = ShardStreams(client, keys, "heir").claim_idle(0, min_idle_ms=0)
+    claimed, deleted = ShardStreams(client, keys, "heir").claim_pending(0)
     # Then every entry moved to the new owner, and none was left behind with the dead one
     summary = client.xpending(stream, keys.group)
     held = {c["name"]: int(c["pending"]) for c in summary["consumers"]}

@@ -125,11 +125,11 @@ def test_sigterm_of_consumers_processes_every_entry_once(tmp_path: Path, stops: 
 @pytest.mark.parametrize(
     "freezes", [pytest.param(1, id="1x"), pytest.param(4, id="4x", marks=pytest.mark.slow)]
 )
-def test_consumer_frozen_past_the_claim_idle_time_changes_nothing_when_it_wakes(
+def test_consumer_frozen_past_its_lease_changes_nothing_when_it_wakes(
     tmp_path: Path, freezes: int
 ) -> None:
     config = RunConfig(consumers=2)
-    with FaultRun(f"SIGSTOP a consumer past claim idle {freezes}x", tmp_path, config) as run:
+    with FaultRun(f"SIGSTOP a consumer past its lease {freezes}x", tmp_path, config) as run:
         zombie, survivor = run.start_consumers()
         with run.publishing():
             for _ in range(freezes):
@@ -137,7 +137,7 @@ def test_consumer_frozen_past_the_claim_idle_time_changes_nothing_when_it_wakes(
                 # (recovery is timed from the freeze: it is the survivor's takeover)
                 with run.fault(f"SIGSTOP {zombie.name}"):
                     assert freeze_with_work(run, zombie), "the zombie never held pending entries"
-                # When it stays frozen longer than the claim idle time (its lease expires and the survivor
+                # When it stays frozen longer than its lease TTL (its lease expires and the survivor
                 # reclaims its entries), then resumes
                 time.sleep(config.lease_ttl_ms / 1000 * 2 + 1.0)
                 zombie.thaw()
