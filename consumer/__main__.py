@@ -29,7 +29,7 @@ from shared.cli import EXIT_REFUSED, EXIT_SETTINGS, add_connection_options, sett
 from shared.db import psycopg_url
 from shared.logs import configure, redact
 from shared.progress import Progress
-from shared.redis_client import connect
+from shared.redis_client import connect, ensure_standalone
 from shared.redis_errors import access_refused, what_to_fix
 from shared.settings import Settings, SettingsError
 from shared.shard_count import ShardCountMismatch, check, recorded
@@ -61,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         return history(args, settings)
     try:
         client = connect(settings.redis_url, settings.redis_timeout_s)
+        ensure_standalone(client)
         if args.command == "reshard":
             return reshard_command(args.to, settings, client)
         check(recorded(client, settings.keys), settings.keys)

@@ -168,6 +168,10 @@ class AsyncPublisher:
         sent = 0
         try:
             if not core.shard_count_known:
+                try:
+                    core.check_standalone(await self._client.info("cluster"))
+                except redis.ResponseError:
+                    core.check_standalone({})  # INFO refused, or unknown to a Redis-compatible server
                 commands = core.shard_count_commands(self._client.pipeline(transaction=False))
                 replies = await commands.execute(raise_on_error=False)
                 if not core.shard_count_replies(replies, time.monotonic()):

@@ -8,7 +8,7 @@ mark), so that consumers always have the room their bookkeeping needs to drain a
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -21,7 +21,14 @@ from producer.encoding import FeedEncoding
 from shared.backoff import compute_backoff
 from shared.keys import Keys, shard_of
 from shared.memory import RedisMemory
-from shared.redis_errors import Condition, condition, describe, what_to_fix
+from shared.redis_errors import (
+    ClusterUnsupported,
+    Condition,
+    cluster_enabled,
+    condition,
+    describe,
+    what_to_fix,
+)
 from shared.shard_count import FIELD as SHARD_COUNT_FIELD
 from shared.shard_count import ShardCountMismatch, check
 from shared.wire import Snapshot, envelope_fields
@@ -193,6 +200,13 @@ class PublishCore:
         self.failed(first, now, f"XADD {chunk[failed[0]].stream}")
         return len(sent)
 
+    def check_standalone(self, info: Mapping[str, object]) -> None:
+        """Before anything is written: a node of a Redis Cluster would take some entries and redirect
+        others (MOVED), so it is refused at once. info is the `INFO cluster` reply, empty when the
+        producer's user may not run INFO (a cluster then still shows, by its MOVED replies)."""
+        if cluster_enabled(info):
+            raise PublishRefused(what_to_fix(ClusterUnsupported(), "producer"))
+
     def shard_count_commands(self, pipe: PipelineT) -> PipelineT:
         """Queue recording our shard count (unless one is recorded) and reading the recorded one."""
         pipe.hsetnx(self.keys.meta, SHARD_COUNT_FIELD, self.keys.shards)
@@ -202,9 +216,10 @@ class PublishCore:
     def shard_count_replies(self, replies: Sequence[object], now: float) -> bool:
         """Whether entries may go: the recorded shard count is ours. A reply that is an error holds the
         entries like any failed call; a refusal, or another recorded count, raises PublishRefused."""
-        for reply, command in zip(replies, ("HSETNX", "HGET"), strict=True):
+        meta = self.keys.meta
+        for reply, command in zip(replies, (f"HSETNX {meta}", f"HGET {meta}"), strict=True):
             if isinstance(reply, redis.RedisError):
-                self.failed(reply, now, f"{command} {self.keys.meta}")
+                self.failed(reply, now, command)
                 return False
         found = replies[-1]
         try:

@@ -80,10 +80,8 @@ class Publisher:
             return 0
         sent = 0
         try:
-            if not core.shard_count_known:
-                commands = core.shard_count_commands(self._client.pipeline(transaction=False))
-                if not core.shard_count_replies(commands.execute(raise_on_error=False), time.monotonic()):
-                    return 0
+            if not core.shard_count_known and not self._first_contact():
+                return 0
             while True:
                 if core.memory_due(time.monotonic()):
                     core.memory_read(read_memory(self._client), time.monotonic())
@@ -113,6 +111,15 @@ class Publisher:
             except redis.RedisError as exc:
                 core.failed(exc, time.monotonic(), HARD_CAP_COMMANDS)
         return sent
+
+    def _first_contact(self) -> bool:
+        """The checks before the first entry goes: not a cluster node, and the same shard count."""
+        try:
+            self.core.check_standalone(self._client.info("cluster"))
+        except redis.ResponseError:
+            self.core.check_standalone({})  # INFO refused, or unknown to a Redis-compatible server
+        commands = self.core.shard_count_commands(self._client.pipeline(transaction=False))
+        return self.core.shard_count_replies(commands.execute(raise_on_error=False), time.monotonic())
 
     def progress(self) -> dict[str, int]:
         """What consumers report having done (the group's counters) and the backlog they still have.

@@ -11,6 +11,8 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from shared.redis_errors import ClusterUnsupported, cluster_enabled
+
 
 def connect(url: str, timeout_s: float) -> redis.Redis:
     return redis.Redis.from_url(
@@ -21,3 +23,10 @@ def connect(url: str, timeout_s: float) -> redis.Redis:
         health_check_interval=30,
         decode_responses=False,
     )
+
+
+def ensure_standalone(client: redis.Redis) -> None:
+    """Raise ClusterUnsupported when the server is a node of a Redis Cluster, before anything is written:
+    otherwise some commands would work on that node and others fail with MOVED or CROSSSLOT."""
+    if cluster_enabled(client.info("cluster")):
+        raise ClusterUnsupported()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 import ssl
+from collections.abc import Mapping
 from enum import StrEnum
 
 import redis
@@ -27,12 +28,35 @@ class Condition(StrEnum):
 _PASSING_REPLIES = ("LOADING", "BUSY", "TRYAGAIN", "MASTERDOWN", "CLUSTERDOWN")
 
 
+class ClusterUnsupported(redis.RedisError):
+    """REDIS_URL names a node of a Redis Cluster: every shard's keys would have to share a hash slot,
+    and reads and bookkeeping that span shards would be refused (CROSSSLOT) or redirected (MOVED)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "REDIS_URL names a node of a Redis Cluster, which this version does not support yet: point it "
+            "at a standalone Redis server (README, Scaling out)"
+        )
+
+
+def _from_a_cluster(exc: redis.RedisError) -> bool:
+    """Replies only a cluster gives: a key lives on another node (MOVED, ASK; redis-py raises them as
+    their own types), or one call spans hash slots (CROSSSLOT)."""
+    cluster_types = (ClusterUnsupported, redis.exceptions.MovedError, redis.exceptions.AskError)
+    return isinstance(exc, cluster_types) or str(exc).startswith("CROSSSLOT")
+
+
+def cluster_enabled(info: Mapping[str, object]) -> bool:
+    """Whether an `INFO cluster` reply comes from a node of a Redis Cluster."""
+    return str(info.get("cluster_enabled", 0)) == "1"
+
+
 def access_refused(exc: redis.RedisError) -> bool:
     """Whether Redis refuses this client itself: a wrong password, a missing ACL permission, or a server
     certificate that does not verify. Nothing but a change of configuration helps."""
     # redis-py makes a refused password or a denied AUTH a ConnectionError, and so a failed certificate
     # check, which it raises while handling the ssl error (the context, not the cause).
-    if isinstance(exc, _CREDENTIALS_REFUSED | redis.exceptions.NoPermissionError):
+    if isinstance(exc, _CREDENTIALS_REFUSED | redis.exceptions.NoPermissionError) or _from_a_cluster(exc):
         return True
     # Redis 7.0 reports a command a script may not run without the NOPERM code.
     if str(exc).startswith(_SCRIPT_REFUSED):
@@ -97,6 +121,8 @@ def describe(exc: redis.RedisError) -> str:
 
 def what_to_fix(exc: redis.RedisError, who: str, url_variable: str = "REDIS_URL") -> str:
     """One line for a refusal: what Redis said (it names a missing command), and where to fix it."""
+    if _from_a_cluster(exc):
+        return f"Redis refused the {who}: {ClusterUnsupported()}"
     in_script = _refused_in_script(str(exc))
     if isinstance(exc, redis.exceptions.NoPermissionError) or str(exc).startswith(_SCRIPT_REFUSED):
         return (

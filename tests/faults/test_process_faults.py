@@ -125,9 +125,7 @@ def test_sigterm_of_consumers_processes_every_entry_once(tmp_path: Path, stops: 
 @pytest.mark.parametrize(
     "freezes", [pytest.param(1, id="1x"), pytest.param(4, id="4x", marks=pytest.mark.slow)]
 )
-def test_consumer_frozen_past_its_lease_changes_nothing_when_it_wakes(
-    tmp_path: Path, freezes: int
-) -> None:
+def test_consumer_frozen_past_its_lease_changes_nothing_when_it_wakes(tmp_path: Path, freezes: int) -> None:
     config = RunConfig(consumers=2)
     with FaultRun(f"SIGSTOP a consumer past its lease {freezes}x", tmp_path, config) as run:
         zombie, survivor = run.start_consumers()
