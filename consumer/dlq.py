@@ -14,15 +14,16 @@ import msgpack
 import redis
 import structlog
 
+from shared.backlog import RawEntry
 from shared.keys import Keys, shard_of
 from shared.redis_errors import remember_script
+from shared.stream_ids import format_id, next_id, stream_id
 
 log = structlog.get_logger(__name__)
 
 DEAD_PREFIX = b"dead_"
 PAGE = 500
 PREVIEW_CHARS = 160
-RawEntry = tuple[bytes, dict[bytes, bytes]]
 OnProgress = Callable[[int, int], None]  # (done, total), after each step of a long command
 
 
@@ -173,8 +174,7 @@ class DeadLetters:
             newest = cast(list[RawEntry], self._client.xrevrange(self._keys.dead, count=1))
             if not newest:
                 return 0
-            ms, _, seq = newest[0][0].decode().partition("-")
-            minid = f"{ms}-{int(seq) + 1}"
+            minid = format_id(next_id(stream_id(newest[0][0])))
             deleted = int(self._client.xtrim(self._keys.dead, minid=minid, approximate=False))
             progress(deleted, deleted)  # one command: nothing to show before it ends
         else:

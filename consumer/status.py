@@ -15,13 +15,14 @@ import psycopg
 import redis
 
 from consumer.memory_watch import GROWTH_FIELD, SAMPLED_FIELD
-from shared.backlog import PAGE, RawEntry, count_below, format_id, undelivered
+from shared.backlog import PAGE, RawEntry, count_below, undelivered
 from shared.db import psycopg_url
 from shared.keys import Keys
 from shared.logs import redact
 from shared.memory import Growth, RedisMemory, eviction_risk, read_memory
 from shared.shard_count import existing_shards
-from shared.trim import safe_trim_point, stream_id
+from shared.stream_ids import format_id, next_id, stream_id
+from shared.trim import safe_trim_point
 
 GROWTH_FRESH_MS = 60_000  # a growth estimate older than this says nothing about now
 # Thresholds read as whole numbers from ODDS_STATUS_<NAME> and --<name> flags.
@@ -311,8 +312,7 @@ def _group(
             break
         start = "(" + _text(rows[-1]["message_id"])
     if oldest is None and behind:
-        after = (last[0], last[1] + 1)
-        nxt = cast(list[RawEntry], client.xrange(stream, min=format_id(after), count=1))
+        nxt = cast(list[RawEntry], client.xrange(stream, min=format_id(next_id(last)), count=1))
         oldest = stream_id(nxt[0][0])[0] if nxt else None
     return GroupStatus(name, format_id(last), behind, int(info["pending"]), oldest)
 

@@ -11,17 +11,15 @@ from typing import cast
 
 import redis
 
-from shared.trim import stream_id
+from shared.stream_ids import StreamId, format_id, next_id, stream_id
 
-StreamId = tuple[int, int]
 RawEntry = tuple[bytes, dict[bytes, bytes]]
 PAGE = 1000
 
 
 def undelivered(client: redis.Redis, stream: str, last_delivered: StreamId, length: int) -> int:
     """Entries after the last-delivered id: not read by any consumer of the group yet."""
-    after = (last_delivered[0], last_delivered[1] + 1)
-    return max(0, length - count_below(client, stream, after, length))
+    return max(0, length - count_below(client, stream, next_id(last_delivered), length))
 
 
 def group_backlog(client: redis.Redis, stream: str, group: str) -> tuple[int, int]:
@@ -59,7 +57,3 @@ def count_below(client: redis.Redis, stream: str, pivot: StreamId, length: int) 
         if len(batch) < PAGE:
             return max(0, length - above)
         high = "(" + batch[-1][0].decode()
-
-
-def format_id(point: StreamId) -> str:
-    return f"{point[0]}-{point[1]}"

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import redis
 import structlog
 
+from shared.stream_ids import stream_id
+
 log = structlog.get_logger(__name__)
 
 
@@ -19,12 +21,6 @@ log = structlog.get_logger(__name__)
 class TrimResult:
     acknowledged: int  # entries deleted that every group had acknowledged
     forced: int  # unacknowledged entries deleted to hold the hard cap: data loss
-
-
-def stream_id(raw: bytes | str) -> tuple[int, int]:
-    text = raw.decode() if isinstance(raw, bytes) else raw
-    ms, _, seq = text.partition("-")
-    return int(ms), int(seq or 0)
 
 
 def safe_trim_point(client: redis.Redis, stream: str) -> tuple[int, int] | None:

@@ -16,7 +16,7 @@ from consumer.sweep import FingerprintSweep
 from producer.core import PIPELINE_CHUNK
 from producer.publisher import Publisher
 from shared.keys import Keys, shard_of
-from shared.trim import stream_id
+from shared.stream_ids import stream_id
 from shared.wire import Market, Snapshot, encode, market_row
 from tests.bench.harness import BOOKMAKERS, GROUP, POLL_S, Bench, ms_now
 

@@ -21,7 +21,7 @@ import time
 
 from producer.publisher import Publisher
 from shared.keys import Keys
-from shared.trim import stream_id
+from shared.stream_ids import stream_id
 from tests.bench.harness import GROUP, Bench, Size, bench
 
 SHARDS = 16

@@ -57,7 +57,7 @@ from shared.db import psycopg_url
 from shared.keys import Keys
 from shared.redis_client import connect
 from shared.settings import Settings
-from shared.trim import stream_id
+from shared.stream_ids import stream_id
 from shared.wire import Snapshot
 from tests.faultkit.proxy import TcpProxy
 from tests.faults import alerting
