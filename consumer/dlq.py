@@ -16,6 +16,7 @@ import structlog
 
 from shared.backlog import RawEntry
 from shared.keys import Keys, shard_of
+from shared.paging import pages
 from shared.redis_errors import remember_script
 from shared.stream_ids import format_id, next_id, stream_id
 
@@ -124,16 +125,10 @@ class DeadLetters:
                     if selection.matches(letter):
                         yield letter
             return
-        start = "-"
-        while True:
-            page = self._range(min=start, count=PAGE)
-            for raw_id, fields in page:
-                letter = DeadLetter(raw_id.decode(), fields)
-                if selection.matches(letter):
-                    yield letter
-            if len(page) < PAGE:
-                return
-            start = "(" + page[-1][0].decode()
+        for raw_id, fields in pages(lambda start, size: self._range(min=start, count=size), _entry_id, PAGE):
+            letter = DeadLetter(raw_id.decode(), fields)
+            if selection.matches(letter):
+                yield letter
 
     def _range(self, **bounds: Any) -> list[RawEntry]:
         return cast(list[RawEntry], self._client.xrange(self._keys.dead, **bounds))
@@ -224,3 +219,7 @@ def render(letters: Sequence[DeadLetter]) -> str:
 def _text(raw: bytes, limit: int = 60) -> str:
     text = raw.decode(errors="replace")
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _entry_id(entry: RawEntry) -> bytes:
+    return entry[0]

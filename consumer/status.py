@@ -20,6 +20,7 @@ from shared.db import psycopg_url
 from shared.keys import Keys
 from shared.logs import redact
 from shared.memory import Growth, RedisMemory, eviction_risk, read_memory
+from shared.paging import pages
 from shared.shard_count import existing_shards
 from shared.stream_ids import format_id, next_id, stream_id
 from shared.trim import safe_trim_point
@@ -297,20 +298,20 @@ def _group(
         c = consumers.setdefault((name, who), ConsumerStatus(name, who))
         idle = int(row["idle"])
         c.idle_ms = idle if c.idle_ms is None else min(c.idle_ms, idle)
-    start, oldest = "-", None
-    while True:
-        rows = client.xpending_range(stream, name, min=start, max="+", count=PAGE)
-        if rows and oldest is None:
-            oldest = stream_id(_text(rows[0]["message_id"]))[0]
-        for row in rows:
-            who = _text(row["consumer"])
-            c = consumers.setdefault((name, who), ConsumerStatus(name, who))
-            c.pending += 1
-            c.oldest_pending_age_ms = max(c.oldest_pending_age_ms, int(row["time_since_delivered"]))
-            c.max_deliveries = max(c.max_deliveries, int(row["times_delivered"]))
-        if len(rows) < PAGE:
-            break
-        start = "(" + _text(rows[-1]["message_id"])
+    oldest = None
+    rows = pages(
+        lambda start, size: client.xpending_range(stream, name, min=start, max="+", count=size),
+        lambda row: _text(row["message_id"]),
+        PAGE,
+    )
+    for row in rows:
+        if oldest is None:
+            oldest = stream_id(_text(row["message_id"]))[0]
+        who = _text(row["consumer"])
+        c = consumers.setdefault((name, who), ConsumerStatus(name, who))
+        c.pending += 1
+        c.oldest_pending_age_ms = max(c.oldest_pending_age_ms, int(row["time_since_delivered"]))
+        c.max_deliveries = max(c.max_deliveries, int(row["times_delivered"]))
     if oldest is None and behind:
         nxt = cast(list[RawEntry], client.xrange(stream, min=format_id(next_id(last)), count=1))
         oldest = stream_id(nxt[0][0])[0] if nxt else None
