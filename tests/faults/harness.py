@@ -54,7 +54,6 @@ from consumer.status import collect
 from producer.publisher import Publisher
 from producer.simulator import SimulationSpec, Simulator
 from shared.db import psycopg_url
-from shared.keys import Keys
 from shared.redis_client import connect
 from shared.settings import Settings
 from shared.stream_ids import stream_id
@@ -73,22 +72,17 @@ Conn = psycopg.Connection[tuple[object, ...]]
 RawEntry = tuple[bytes, dict[bytes, bytes]]
 
 
+# The settings of every process a run starts; the servers' URLs are filled in once they run. Small
+# batches, a short database deadline and frequent trims make each case show its effect within seconds.
+FAULT_SETTINGS = Settings(shards=4, batch_size=50, db_deadline_s=1.5, trim_interval_s=0.5)
+
+
 @dataclass(frozen=True)
 class RunConfig:
     consumers: int = 2
-    shards: int = 4
-    # Small on purpose: a dead consumer's shards and entries move within seconds. The lease TTL is the same
-    # value, and it must still exceed the worst batch, which db_deadline_s bounds.
-    lease_ttl_ms: int = 3000
-    db_deadline_s: float = 1.5
-    batch_size: int = 50
-    trim_interval_s: float = 0.5
-    max_deliveries: int = 10
-    redis_timeout_s: float = 2.0
+    settings: Settings = FAULT_SETTINGS
     appendfsync: str | None = "always"
     redis_config: dict[str, str] = field(default_factory=dict)  # more redis-server options (maxmemory)
-    producer_buffer: int = 100_000
-    producer_high_water: float = 0.8
     spec: SimulationSpec = field(
         default_factory=lambda: SimulationSpec(
             events=20, bookmakers=("sportybet", "bet9ja", "betking"), markets=8, change_rate=0.3, seed=3
@@ -108,7 +102,7 @@ class FaultRun:
         )
         self.postgres = PostgresServer(self.workdir)
         self.settings = Settings()
-        self.keys = Keys(self.settings.stream, self.settings.group, self.config.shards)
+        self.keys = self.config.settings.keys
         self.client: redis.Redis = redis.Redis()
         self.accepted: list[Snapshot] = []  # every snapshot Redis acknowledged, as the producer reports them
         self.generated = 0  # snapshots handed to the producer
@@ -132,20 +126,7 @@ class FaultRun:
             database_url = self.postgres.url_for("odds")
             create_database_if_missing(database_url)
             upgrade(database_url)
-            c = self.config
-            self.settings = Settings(
-                redis_url=self.redis.url,
-                database_url=database_url,
-                shards=c.shards,
-                batch_size=c.batch_size,
-                lease_ttl_ms=c.lease_ttl_ms,
-                db_deadline_s=c.db_deadline_s,
-                trim_interval_s=c.trim_interval_s,
-                max_deliveries=c.max_deliveries,
-                redis_timeout_s=c.redis_timeout_s,
-                producer_buffer=c.producer_buffer,
-                producer_high_water=c.producer_high_water,
-            )
+            self.settings = self.config.settings.with_(redis_url=self.redis.url, database_url=database_url)
             self.keys = self.settings.keys
             self.client = connect(self.redis.url, 1.0)
             self._stack.callback(self.client.close)

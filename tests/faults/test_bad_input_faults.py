@@ -126,7 +126,7 @@ def redis_cli(port: int, *args: str, stdin: bytes | None = None) -> bytes:
 
 
 def test_bad_entries_are_dead_lettered_once_and_their_batch_neighbours_stored(tmp_path: Path) -> None:
-    config = RunConfig(consumers=1, batch_size=50)
+    config = RunConfig(consumers=1)
     with FaultRun("bad input: 18 kinds, 4 by redis-cli", tmp_path, config) as run:
         # Given good cycles with bad entries between them, some written by hand with redis-cli, all waiting
         # in the stream before the consumer starts, so that bad and good ones share batches

@@ -18,7 +18,7 @@ import redis
 from consumer.localservers import RedisServer
 from producer.async_publisher import AsyncPublisher
 from shared.memory import read_memory
-from tests.faults.harness import FaultRun, Row, RunConfig
+from tests.faults.harness import FAULT_SETTINGS, FaultRun, Row, RunConfig
 from tests.support import fail_fast_client
 
 pytestmark = pytest.mark.faults
@@ -27,8 +27,9 @@ MAXMEMORY_MB = 5
 
 
 def small_redis(**changes: object) -> RunConfig:
+    """A private Redis of MAXMEMORY_MB under noeviction, and producers with small buffers."""
     config = {"maxmemory": f"{MAXMEMORY_MB}mb", "maxmemory-policy": "noeviction"}
-    return RunConfig(redis_config=config, producer_buffer=3000, **changes)  # type: ignore[arg-type]
+    return RunConfig(redis_config=config, settings=FAULT_SETTINGS.with_(producer_buffer=3000, **changes))
 
 
 def publish_until_dropping(

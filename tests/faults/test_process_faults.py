@@ -137,7 +137,7 @@ def test_consumer_frozen_past_its_lease_changes_nothing_when_it_wakes(tmp_path: 
                     assert freeze_with_work(run, zombie), "the zombie never held pending entries"
                 # When it stays frozen longer than its lease TTL (its lease expires and the survivor
                 # reclaims its entries), then resumes
-                time.sleep(config.lease_ttl_ms / 1000 * 2 + 1.0)
+                time.sleep(config.settings.lease_ttl_ms / 1000 * 2 + 1.0)
                 zombie.thaw()
                 time.sleep(2.0)
         row = run.finish()

@@ -19,7 +19,7 @@ import pytest
 from producer.simulator import SimulationSpec
 from shared.settings import Settings
 from tests.bench.measures import vm_hwm_kb
-from tests.faults.harness import TS0, FaultRun, RunConfig, processed_once
+from tests.faults.harness import FAULT_SETTINGS, TS0, FaultRun, RunConfig, processed_once
 from tests.faults.processes import ConsumerProcess
 from tests.large_snapshots import LargeBook
 
@@ -97,7 +97,7 @@ def test_snapshots_of_5000_markets_commit_in_bounded_batches(tmp_path: Path) -> 
     # Given 12 feeds of 5,000 markets each (about 420 kB an entry, under the entry limit) and 6 cycles of
     # them waiting in the stream: 360,000 market rows, more than one transaction can write within the
     # database deadline (0.5 s here, a slow database's 10 s in production)
-    config = RunConfig(consumers=1, batch_size=1000, db_deadline_s=0.5)
+    config = RunConfig(consumers=1, settings=FAULT_SETTINGS.with_(batch_size=1000, db_deadline_s=0.5))
     book = LargeBook(events=4, bookmakers=("sportybet", "bet9ja", "betking"))
     with FaultRun("5,000-market snapshots", tmp_path, config) as run:
         run.client.config_set("slowlog-log-slower-than", 1000)

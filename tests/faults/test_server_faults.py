@@ -23,7 +23,7 @@ import structlog
 
 from shared.wire import Snapshot
 from tests.faultkit.proxy import TcpProxy
-from tests.faults.harness import ConsumerProcess, FaultRun, Row, RunConfig
+from tests.faults.harness import FAULT_SETTINGS, ConsumerProcess, FaultRun, Row, RunConfig
 from tests.history import content_of, stored_history
 
 pytestmark = pytest.mark.faults
@@ -369,7 +369,7 @@ def test_redis_stalled_5s_the_producer_catches_up_and_retried_xadds_add_no_rows(
 def test_a_read_that_timed_out_in_a_short_redis_stall_is_not_left_pending(tmp_path: Path) -> None:
     # Given two consumers reaching Redis through a proxy, a producer writing straight to Redis, and a stall
     # shorter than the lease: the consumers keep their shards, so nothing else would re-read their history
-    config = RunConfig(redis_timeout_s=0.5)
+    config = RunConfig(settings=FAULT_SETTINGS.with_(redis_timeout_s=0.5))
     with FaultRun("Redis stalled 1.5 s for the consumers only", tmp_path, config) as run:
         proxy = run.proxy()
         for i in range(run.config.consumers):
