@@ -116,8 +116,9 @@ class ShardStates:
         return bool(self._states) and all(s is State.LIVE for s in self._states.values())
 
     def still_valid(self, shards: Collection[int]) -> bool:
-        """Whether a batch read ahead of these shards may be applied: every one still ours and live."""
-        return all(self._states.get(n) is State.LIVE for n in shards)
+        """Whether a batch read ahead of these shards may be applied: every one still ours and live, or
+        being given back (it was read while live, in order; applying it spares the next owner a claim)."""
+        return all(self._states.get(n) in (State.LIVE, State.RELEASING) for n in shards)
 
     def may_release(self, in_hand: Collection[int]) -> bool:
         """Whether the shards being given back hold nothing of the batches in hand."""
