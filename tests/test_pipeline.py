@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import msgpack
 import psycopg
@@ -14,13 +13,14 @@ import structlog
 import consumer.batch
 from consumer.batch import BatchProcessor, PreparedBatch
 from consumer.daemon import Daemon
+from consumer.decoding import ReusingDecoder
 from consumer.errors import Transient
 from consumer.plan import Entry
 from producer.publisher import Publisher
 from producer.simulator import SimulationSpec, Simulator
 from shared.keys import Keys, shard_of
 from shared.settings import Settings
-from shared.wire import Market, Snapshot, decode_data, encode
+from shared.wire import Market, Snapshot, encode
 from tests.history import compare, count_snapshot_rows, expected_history, stored_history
 from tests.support import drain
 
@@ -105,11 +105,13 @@ def test_unchanged_snapshot_needs_no_decode(
     drain(daemon)
     decodes = []
 
-    def counting(data: bytes, **limits: Any) -> object:
-        decodes.append(data)
-        return decode_data(data, **limits)
+    decode = ReusingDecoder.__call__
 
-    monkeypatch.setattr(consumer.batch, "decode_data", counting)
+    def counting(self: ReusingDecoder, data: bytes) -> object:
+        decodes.append(data)
+        return decode(self, data)
+
+    monkeypatch.setattr(ReusingDecoder, "__call__", counting)
     # When the next cycle repeats every snapshot's odds
     publisher.publish_cycle(sim.cycle(TS + 1000))
     drain(daemon)
