@@ -22,7 +22,7 @@ test: install
 
 # The fuzz properties with their full number of random cases (make test runs a fixed-seed subset).
 fuzz: install
-	HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest -q tests/test_fuzz_wire.py tests/test_fuzz_plan.py
+	HYPOTHESIS_PROFILE=fuzz $(PY) -m pytest -q tests/test_fuzz_wire.py tests/test_fuzz_plan.py tests/test_fuzz_reuse.py
 
 faults: install
 	$(PY) -m pytest -m faults tests/faults -v

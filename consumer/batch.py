@@ -13,15 +13,15 @@ applies the batch again (which would count its changes as duplicates of themselv
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import partial
 
 import structlog
 
+from consumer.decoding import ReusingDecoder
 from consumer.errors import BatchDataError, DeadlineExceeded
 from consumer.plan import Decoder, Entry, Parsed, Plan, Poison, memo_decoder, parse
 from consumer.stream import Outcome, ShardStreams
 from consumer.writer import Writer
-from shared.wire import DEFAULT_LIMITS, DataLimits, InvalidEntry, decode_data
+from shared.wire import DEFAULT_LIMITS, DataLimits, InvalidEntry
 
 log = structlog.get_logger(__name__)
 
@@ -32,6 +32,7 @@ class Limits:
     max_deliveries: int
     max_rows: int  # rows one transaction writes at most
     data: DataLimits = DEFAULT_LIMITS
+    decoded_markets: int = 400_000  # rows of decoded markets kept to skip decoding them again
 
 
 @dataclass
@@ -65,6 +66,9 @@ class BatchProcessor:
         self._limits = limits
         # Rows per transaction: halved when one misses the database deadline, grown back as parts commit.
         self.part_rows = limits.max_rows
+        # Across batches: an unchanged snapshot in any stable byte order, and each market whose bytes did
+        # not change, is decoded once.
+        self._decoder = ReusingDecoder(limits.data, markets=limits.decoded_markets)
 
     def prepare(self, entries: list[Entry]) -> PreparedBatch:
         """Parse the batch and decode, before any transaction opens, what the Redis fingerprints say changed.
@@ -73,7 +77,7 @@ class BatchProcessor:
         doing the bulk of the decoding here keeps row locks short and overlaps it with the previous commit.
         """
         parsed, poison = parse(entries, self._limits.max_entry_bytes, self._limits.max_deliveries)
-        decode = memo_decoder(partial(decode_data, limits=self._limits.data))
+        decode = memo_decoder(self._decoder)
         cached = self._streams.fingerprints(sorted({p.feed for p in parsed}))
         rows = []
         for p in parsed:

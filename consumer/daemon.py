@@ -55,6 +55,7 @@ class Daemon:
             settings.database_url,
             settings.db_deadline_s,
             feed_id_cache=settings.feed_id_cache,
+            market_cache=settings.market_cache,
             application_name=f"odds-{self.name}",
         )
         self.processor = BatchProcessor(
@@ -65,6 +66,7 @@ class Daemon:
                 settings.max_deliveries,
                 settings.batch_max_rows,
                 DataLimits(settings.max_markets, settings.max_outcomes),
+                settings.market_cache,
             ),
         )
         self.memory = MemoryWatch(self.client, self.streams)

@@ -147,20 +147,22 @@ def _progress_line(elapsed_s: float, counters: dict[str, int], backlog: int) -> 
 
 def _summary(settings: Settings, counters: dict[str, int], backlog: int, private: bool) -> None:
     published, changed, unchanged = (counters.get(k, 0) for k in ("published", "changed", "unchanged"))
-    per_snapshot_rows = 1 + MARKETS  # a snapshot row and its market rows
-    everything, written = published * per_snapshot_rows, changed * per_snapshot_rows
+    everything = published * (1 + MARKETS)  # a snapshot row and a row per market, for every snapshot
     with psycopg.connect(psycopg_url(settings.database_url)) as conn:
-        row = conn.execute("SELECT count(*), (SELECT count(*) FROM markets) FROM snapshots").fetchone()
+        row = conn.execute(
+            "SELECT count(*), (SELECT count(*) FROM market_versions) FROM snapshots"
+        ).fetchone()
+    written = (row[0] + row[1]) if row else 0
     print(f"""
 published               {published:>9}  snapshots (one per event and bookmaker per cycle)
-written                 {changed:>9}  new snapshot rows, each with its {MARKETS} market rows
+written                 {changed:>9}  new snapshot rows, each with the market versions it changed
 confirmed only          {unchanged:>9}  unchanged: last_confirmed_at moved forward, nothing inserted
 stale / duplicate       {counters.get("stale", 0):>4} / {counters.get("duplicate", 0):<4}
 dead-lettered           {counters.get("dead_lettered", 0):>9}
 backlog                 {backlog:>9}  entries not yet acknowledged
-rows inserted           {written:>9}  against {everything} if every snapshot were written \
+rows in the database    {written:>9}  against {everything} if every snapshot were written \
 ({1 - written / max(everything, 1):.0%} saved)
-database totals         {row[0] if row else 0:>9}  snapshot rows, {row[1] if row else 0} market rows in \
+database totals         {row[0] if row else 0:>9}  snapshot rows, {row[1] if row else 0} market versions in \
 {database_name(settings.database_url)}""")
     if not private:
         print(f"""

@@ -1,27 +1,28 @@
-"""Postgres binary COPY payloads for the snapshots and markets tables, built with struct.
+"""Postgres binary COPY payloads for the snapshots and market_versions tables, built with struct.
 
 psycopg's generic write_row adapts every array element in Python and cost more than Postgres' own work
-per changed snapshot. These rows have a fixed shape, so they are packed directly: everything but the odds
-is packed once per market layout and remembered, and the odds go in with one struct call.
+per changed snapshot. These rows have a fixed shape, so they are packed directly: a market's outcomes
+array is packed once per set of names and remembered, and the odds go in with one struct call.
 """
 
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Iterable
-from typing import NamedTuple
+from collections.abc import Iterable
 
 from shared.wire import MarketRow
 
 SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
 TRAILER = struct.pack(">h", -1)
-_TEXT_OID, _FLOAT8_OID = 25, 701
+_TEXT_OID, _INT4_OID, _FLOAT8_OID = 25, 23, 701
 _POSTGRES_EPOCH_MS = 946_684_800_000  # timestamptz counts microseconds from 2000-01-01 UTC
 _TEXT_CACHE_LIMIT = 100_000
 
 _INT4 = struct.Struct(">i")
 _SNAPSHOT_ROW = struct.Struct(">hiqiqiqiqi")  # 5 fields: id, feed_id, captured_at, last_confirmed_at, fp
-_MARKET_PREFIX = struct.Struct(">hiq")  # 5 fields, then snapshot_id
+_VERSION_PREFIX = struct.Struct(">hiqiq")  # 5 fields, then series_id and snapshot_id
+_NULL = struct.pack(">i", -1)
+_GONE = _NULL * 3  # outcomes, odds and exact_odds
 _ARRAY_HEADER = struct.Struct(">iiiii")  # ndim, has-nulls, element type, length, lower bound
 
 
@@ -51,58 +52,62 @@ def snapshots_payload(rows: Iterable[tuple[int, int, int, int, bytes]]) -> bytes
     return b"".join(parts)
 
 
-def markets_payload(rows: Iterable[tuple[int, tuple[MarketRow, ...]]]) -> bytes:
-    """Rows of (snapshot_id, markets): one COPY row per market."""
+def versions_payload(rows: Iterable[tuple[int, int, MarketRow | None]]) -> bytes:
+    """Rows of (series_id, snapshot_id, market content, or None for a market gone at that snapshot)."""
     parts = [SIGNATURE]
-    for sid, markets in rows:
-        prefix = _MARKET_PREFIX.pack(5, 8, sid)
-        for market in markets:
-            parts.append(prefix)
-            parts.append(_market_fields(market))
+    for series_id, sid, row in rows:
+        parts.append(_VERSION_PREFIX.pack(5, 8, series_id, 8, sid))
+        parts.append(_GONE if row is None else _content(row))
     parts.append(TRAILER)
     return b"".join(parts)
 
 
-def _market_fields(market: MarketRow) -> bytes:
-    layout = _LAYOUTS.get((market.market, market.specifier, market.outcomes)) or _new_layout(market)
-    args = layout.odds_args.copy()
-    args[_FIRST_ODDS::2] = market.odds
-    return layout.labels + layout.pack_odds(*args)
+def thousandths(odds: tuple[float, ...]) -> tuple[int, ...] | None:
+    """The odds as whole thousandths when each one is exactly k/1000 as a double, else None."""
+    milli = tuple(int(x * 1000 + 0.5) for x in odds)  # odds are at least 1.0: rounding half up is enough
+    return milli if all(k / 1000 == x for k, x in zip(milli, odds, strict=True)) else None
 
 
-class _Layout(NamedTuple):
-    """What a market's row shares with every other row of the same labels: all but the odds values."""
-
-    labels: bytes  # market, specifier and the outcomes array, length-prefixed, ready to send
-    pack_odds: Callable[..., bytes]  # packs the odds field: its length, array header, each element
-    odds_args: list[float]  # the arguments of pack_odds, with 8 (each element's length) before each odds
-
-
-# The odds field is length, ndim, has-nulls, element type, count, lower bound, then (8, value) per element.
-_FIRST_ODDS = 7
-_LAYOUTS: dict[tuple[str, str, tuple[str, ...]], _Layout] = {}
-_LAYOUT_LIMIT = 10_000
-
-
-def _new_layout(market: MarketRow) -> _Layout:
-    """Build and remember the layout of a market's labels: they repeat endlessly, only odds move."""
-    if len(_LAYOUTS) >= _LAYOUT_LIMIT:
-        _LAYOUTS.clear()  # unusual labels cannot grow it without bound
-    n = len(market.outcomes)
-    names = b"".join(map(_TEXT.__getitem__, market.outcomes))
-    labels = b"".join(
-        (
-            _TEXT[market.market],
-            _TEXT[market.specifier],
-            _INT4.pack(20 + len(names)),
-            _ARRAY_HEADER.pack(1, 0, _TEXT_OID, n, 1),
-            names,
+def _content(row: MarketRow) -> bytes:
+    n = len(row.odds)
+    milli = thousandths(row.odds)
+    if milli is None:
+        odds = _NULL + _float8_array(row.odds)
+    else:
+        odds = (
+            struct.pack(f">iiiiii{'ii' * n}", 20 + 8 * n, 1, 0, _INT4_OID, n, 1, *_interleave(milli)) + _NULL
         )
-    )
-    header = [20 + 12 * n, 1, 0, _FLOAT8_OID, n, 1]
-    layout = _Layout(labels, struct.Struct(">iiiiii" + "id" * n).pack, [*header, *([8] * (2 * n))])
-    _LAYOUTS[(market.market, market.specifier, market.outcomes)] = layout
-    return layout
+    return _outcomes_field(row.outcomes) + odds
+
+
+def _interleave(milli: tuple[int, ...]) -> list[int]:
+    args = [4] * (2 * len(milli))
+    args[1::2] = milli
+    return args
+
+
+def _float8_array(odds: tuple[float, ...]) -> bytes:
+    n = len(odds)
+    args: list[float] = [8] * (2 * n)
+    args[1::2] = odds
+    return struct.pack(f">iiiiii{'id' * n}", 20 + 12 * n, 1, 0, _FLOAT8_OID, n, 1, *args)
+
+
+class _OutcomeArrays(dict[tuple[str, ...], bytes]):
+    """The outcomes field, ready to send: a market's outcome names repeat from version to version."""
+
+    def __missing__(self, names: tuple[str, ...]) -> bytes:
+        if len(self) >= _TEXT_CACHE_LIMIT:
+            self.clear()  # unusual names cannot grow it without bound
+        packed = b"".join(map(_TEXT.__getitem__, names))
+        value = self[names] = b"".join(
+            (_INT4.pack(20 + len(packed)), _ARRAY_HEADER.pack(1, 0, _TEXT_OID, len(names), 1), packed)
+        )
+        return value
+
+
+_OUTCOME_ARRAYS = _OutcomeArrays()
+_outcomes_field = _OUTCOME_ARRAYS.__getitem__
 
 
 def _micros(ts_ms: int) -> int:

@@ -37,13 +37,22 @@ class Poison:
     reason: str
 
 
+MarketKey = tuple[str, str]  # (market, specifier): one series of a feed
+# A market whose content is new at a snapshot (it changed or appeared), or None: it disappeared there.
+Change = tuple[MarketKey, MarketRow | None]
+
+
 @dataclass(frozen=True, slots=True)
 class FeedState:
-    """What is stored for a feed: its newest snapshot and the capture time it was last confirmed at."""
+    """What is stored for a feed: its newest snapshot and the capture time it was last confirmed at.
+
+    markets is the content of that snapshot's markets, needed only to plan a change: see needs_markets.
+    """
 
     snapshot_id: int | None
     fingerprint: bytes | None
     last_ts_ms: int
+    markets: Mapping[MarketKey, MarketRow] = field(default_factory=dict)
 
 
 EMPTY_FEED = FeedState(None, None, -1)
@@ -55,7 +64,7 @@ class NewSnapshot:
     captured_at_ms: int
     last_confirmed_ms: int
     fingerprint: bytes
-    markets: tuple[MarketRow, ...]
+    changes: list[Change]  # only the markets that differ from the feed's snapshot before
 
 
 @dataclass(slots=True)
@@ -67,6 +76,8 @@ class Plan:
     duplicates: list[Parsed] = field(default_factory=list)
     poison: list[Poison] = field(default_factory=list)
     final: dict[str, tuple[bytes, int]] = field(default_factory=dict)  # feed -> (fingerprint, last ts)
+    # feed -> its markets after its last insert: what the writer remembers for the next batch
+    final_markets: dict[str, dict[MarketKey, MarketRow]] = field(default_factory=dict)
 
 
 def parse(
@@ -93,6 +104,21 @@ def parse(
 Decoder = Callable[[Parsed], Decoded]
 
 
+def needs_markets(parsed: Iterable[Parsed], states: Mapping[str, FeedState]) -> set[str]:
+    """The feeds whose stored markets the plan may compare with: those with an entry it may decode.
+
+    The plan decodes an entry only when it is captured after the stored confirmation and its raw digest
+    differs from the stored fingerprint (or from a fingerprint the batch made current, which only follows
+    such an entry), so this is a superset of what it compares.
+    """
+    feeds = set()
+    for p in parsed:
+        state = states.get(p.feed, EMPTY_FEED)
+        if p.envelope.ts_ms > state.last_ts_ms and p.digest != state.fingerprint:
+            feeds.add(p.feed)
+    return feeds
+
+
 def plan(parsed: Iterable[Parsed], states: Mapping[str, FeedState], decode: Decoder) -> Plan:
     """Apply each feed's entries in capture-time order to its stored state.
 
@@ -112,6 +138,7 @@ def plan(parsed: Iterable[Parsed], states: Mapping[str, FeedState], decode: Deco
 
 def _plan_feed(feed: str, items: list[Parsed], state: FeedState, decode: Decoder, result: Plan) -> None:
     current_fp, last_ts = state.fingerprint, state.last_ts_ms
+    markets = state.markets
     current_new: NewSnapshot | None = None
     for p in items:
         ts = p.envelope.ts_ms
@@ -128,8 +155,10 @@ def _plan_feed(feed: str, items: list[Parsed], state: FeedState, decode: Decoder
                 result.poison.append(Poison(p.entry, str(exc)))
                 continue
             if decoded.fingerprint != current_fp:
-                current_new = NewSnapshot(feed, ts, ts, decoded.fingerprint, decoded.markets)
+                changes, markets = _changes(markets, decoded.markets)
+                current_new = NewSnapshot(feed, ts, ts, decoded.fingerprint, changes)
                 result.inserts.append(current_new)
+                result.final_markets[feed] = markets
                 current_fp, last_ts = decoded.fingerprint, ts
                 continue
         result.unchanged += 1
@@ -140,6 +169,16 @@ def _plan_feed(feed: str, items: list[Parsed], state: FeedState, decode: Decoder
         last_ts = ts
     if current_fp is not None:
         result.final[feed] = (current_fp, last_ts)
+
+
+def _changes(
+    before: Mapping[MarketKey, MarketRow], rows: tuple[MarketRow, ...]
+) -> tuple[list[Change], dict[MarketKey, MarketRow]]:
+    """What a snapshot of these markets changes against the markets before: a delta, as feeds send them."""
+    after = {(row.market, row.specifier): row for row in rows}
+    changes: list[Change] = [(key, row) for key, row in after.items() if before.get(key) != row]
+    changes += [(key, None) for key in before if key not in after]
+    return changes, after
 
 
 def memo_decoder(decode_data: Callable[[bytes], Decoded]) -> Decoder:

@@ -12,6 +12,7 @@ import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import psycopg
@@ -19,8 +20,9 @@ from psycopg.rows import TupleRow
 
 from consumer.errors import DeadlineExceeded, classify_db_error
 from consumer.feed_ids import FeedIds
-from consumer.pgcopy import markets_payload, snapshots_payload
-from consumer.plan import Decoder, FeedState, Parsed, Plan, plan
+from consumer.market_state import FeedMarkets, MarketCache, create_series
+from consumer.pgcopy import snapshots_payload, versions_payload
+from consumer.plan import EMPTY_FEED, Decoder, FeedState, Parsed, Plan, needs_markets, plan
 from shared.db import psycopg_url
 
 Connection = psycopg.Connection[TupleRow]
@@ -56,6 +58,7 @@ class Writer:
         deadline_s: float,
         *,
         feed_id_cache: int,
+        market_cache: int = 400_000,
         application_name: str = "odds-consumer",
     ) -> None:
         self._url = psycopg_url(database_url)
@@ -63,6 +66,9 @@ class Writer:
         self._application_name = application_name
         self._conn: Connection | None = None
         self.feed_ids = FeedIds(feed_id_cache)
+        # Feeds' current markets: beyond the limit the least recently written feeds are read again from
+        # Postgres when they next change.
+        self.markets = MarketCache(market_cache)
 
     def apply(self, parsed: list[Parsed], decode: Decoder) -> Plan:
         """Write the batch in one transaction and return the plan that was committed."""
@@ -87,8 +93,18 @@ class Writer:
     def _apply(self, conn: Connection, parsed: list[Parsed], decode: Decoder, ids: dict[str, int]) -> Plan:
         with conn.transaction():
             states = self._lock_states(conn, ids)
+            need = needs_markets(parsed, states)
+            current = self.markets.current(
+                conn, {ids[f]: states.get(f, EMPTY_FEED).snapshot_id for f in need}
+            )
+            for feed in need:
+                states[feed] = replace(states.get(feed, EMPTY_FEED), markets=current[ids[feed]].present)
             result = plan(parsed, states, decode)
-            self._write(conn, result, ids)
+            written = self._write(conn, result, ids, current)
+        # Only once committed: an entry tagged with a snapshot id that a rollback took away would never
+        # match again, but it is simpler never to hold one.
+        for feed_id, markets in written.items():
+            self.markets.remember(feed_id, markets)
         return result
 
     def discard(self) -> None:
@@ -121,7 +137,11 @@ class Writer:
                 states[by_id[feed_id]] = FeedState(snapshot_id, bytes(fp), last_ms)
         return states
 
-    def _write(self, conn: Connection, result: Plan, ids: dict[str, int]) -> None:
+    def _write(
+        self, conn: Connection, result: Plan, ids: dict[str, int], current: dict[int, FeedMarkets]
+    ) -> dict[int, FeedMarkets]:
+        """Write the plan; returns the markets of each feed it gave a new current snapshot."""
+        written: dict[int, FeedMarkets] = {}
         if result.inserts:
             snapshot_ids = [
                 row[0]
@@ -130,6 +150,7 @@ class Writer:
                 ).fetchall()
             ]
             ids_of = list(zip(snapshot_ids, result.inserts, strict=True))
+            series = self._series(conn, result, ids, current)
             # Both payloads are built before their COPY starts: during a COPY the server waits for data,
             # and there neither statement_timeout nor idle_in_transaction_session_timeout ends a client
             # that froze meanwhile, so its row locks would outlive the client deadline.
@@ -137,23 +158,50 @@ class Writer:
                 (sid, ids[new.feed], new.captured_at_ms, new.last_confirmed_ms, new.fingerprint)
                 for sid, new in ids_of
             )
-            market_rows = markets_payload((sid, new.markets) for sid, new in ids_of)
+            version_rows = versions_payload(
+                (series[ids[new.feed]][key], sid, row) for sid, new in ids_of for key, row in new.changes
+            )
             with conn.cursor().copy(
                 "COPY snapshots (id, feed_id, captured_at, last_confirmed_at, fingerprint) FROM STDIN"
                 " (FORMAT BINARY)"
             ) as copy:
                 copy.write(snapshot_rows)
             with conn.cursor().copy(
-                "COPY markets (snapshot_id, market, specifier, outcomes, odds) FROM STDIN (FORMAT BINARY)"
+                "COPY market_versions (series_id, snapshot_id, outcomes, odds, exact_odds) FROM STDIN"
+                " (FORMAT BINARY)"
             ) as copy:
-                copy.write(market_rows)
+                copy.write(version_rows)
             # Several inserts for one feed in a batch: the last one (newest capture) is current.
-            current = {ids[new.feed]: sid for sid, new in ids_of}
-            conn.execute(_POINT_FEEDS, (list(current), list(current.values())))
+            newest = {ids[new.feed]: sid for sid, new in ids_of}
+            conn.execute(_POINT_FEEDS, (list(newest), list(newest.values())))
+            for feed, markets in result.final_markets.items():
+                feed_id = ids[feed]
+                written[feed_id] = FeedMarkets(newest[feed_id], markets, series[feed_id])
         if result.confirms:
             conn.execute(
                 _CONFIRM, (list(result.confirms), [to_datetime(t) for t in result.confirms.values()])
             )
+        return written
+
+    @staticmethod
+    def _series(
+        conn: Connection, result: Plan, ids: dict[str, int], current: dict[int, FeedMarkets]
+    ) -> dict[int, dict[tuple[str, str], int]]:
+        """The series id of every market the inserts change, per feed id; creates the missing series.
+
+        New dicts: the cached ones must not learn ids that a rollback could take away.
+        """
+        series = {ids[new.feed]: dict(current[ids[new.feed]].series) for new in result.inserts}
+        wanted = {
+            (ids[new.feed], key)
+            for new in result.inserts
+            for key, _ in new.changes
+            if key not in series[ids[new.feed]]
+        }
+        if wanted:
+            for (feed_id, key), series_id in create_series(conn, wanted).items():
+                series[feed_id][key] = series_id
+        return series
 
 
 @contextmanager

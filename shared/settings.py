@@ -68,6 +68,11 @@ class Settings:
     max_outcomes: int = 1_000
     # Feed ids remembered by a consumer: beyond this the least recently used are looked up again.
     feed_id_cache: int = 100_000
+    # Markets a consumer keeps in memory, twice: each feed's current markets (to compare a change with) and
+    # the rows of markets it decoded (to skip decoding them again). Beyond it the least recently used go,
+    # and cost a Postgres read or a decode when next needed. 400,000 (10,000 feeds of 40 markets) took peak
+    # RSS from 132 MB to 412 MB through a 1,000,000-entry backlog.
+    market_cache: int = 400_000
     redis_timeout_s: float = 2.0
     producer_buffer: int = 100_000
     # Producers hold entries back once Redis uses this share of its maxmemory, so that consumers keep the
@@ -86,6 +91,7 @@ class Settings:
             "batch_max_bytes",
             "batch_max_rows",
             "feed_id_cache",
+            "market_cache",
             "fingerprint_expiry_s",
             "max_markets",
         ):

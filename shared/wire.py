@@ -81,7 +81,7 @@ class Market:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "outcomes", MappingProxyType(dict(self.outcomes)))
-        object.__setattr__(self, "packed", _pack_row(market_row(self)))
+        object.__setattr__(self, "packed", pack_row(market_row(self)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +132,12 @@ def canonical_markets(markets: Iterable[Market]) -> bytes:
 
 def packed_in_order(ordered: Sequence[Market]) -> bytes:
     """The data of markets already in canonical order."""
-    return _DATA_PREFIX + _array_header(len(ordered)) + b"".join(map(_packed, ordered))
+    return packed_data(list(map(_packed, ordered)))
+
+
+def packed_data(packed_markets: Sequence[bytes]) -> bytes:
+    """The data of markets from their own encodings, in the order given."""
+    return _DATA_PREFIX + _array_header(len(packed_markets)) + b"".join(packed_markets)
 
 
 _market_key = attrgetter("market", "specifier")
@@ -149,10 +154,10 @@ def _array_header(n: int) -> bytes:
 
 
 def _pack(ordered: list[MarketRow]) -> bytes:
-    return _DATA_PREFIX + _array_header(len(ordered)) + b"".join(map(_pack_row, ordered))
+    return packed_data(list(map(pack_row, ordered)))
 
 
-def _pack_row(row: MarketRow) -> bytes:
+def pack_row(row: MarketRow) -> bytes:
     outcomes = dict(zip(row.outcomes, row.odds, strict=True))
     return msgpack.packb(  # type: ignore[no-any-return]
         {"market": row.market, "specifier": row.specifier, "outcomes": outcomes}, use_bin_type=True
@@ -214,7 +219,7 @@ def _parse_envelope(fields: Mapping[bytes, bytes], max_entry_bytes: int) -> Enve
 def decode_data(data: bytes, limits: DataLimits = DEFAULT_LIMITS) -> Decoded:
     """Decode and validate the markets, and fingerprint their canonical form."""
     try:
-        doc = _unpack(data, limits)
+        doc = unpack_limited(data, limits)
     except InvalidEntry:
         raise
     except ValueError as exc:
@@ -229,7 +234,7 @@ def decode_data(data: bytes, limits: DataLimits = DEFAULT_LIMITS) -> Decoded:
     rows = _well_formed(markets)
     well_formed = rows is not None
     if rows is None:
-        rows = [_checked_market(i, m) for i, m in enumerate(markets)]
+        rows = [checked_market(i, m) for i, m in enumerate(markets)]
     keys = list(map(_market_key, rows))
     # Strictly increasing keys: in canonical order, and no market twice.
     if well_formed and all(map(lt, keys, keys[1:])) and _is_canonical(doc, markets, data):
@@ -242,7 +247,7 @@ def decode_data(data: bytes, limits: DataLimits = DEFAULT_LIMITS) -> Decoded:
     return Decoded(fingerprint(_pack(rows)), tuple(rows))
 
 
-def _unpack(data: bytes, limits: DataLimits) -> Any:
+def unpack_limited(data: bytes, limits: DataLimits) -> Any:
     """msgpack's own limits stop a list, a map or a string at its header; the containers are counted too,
     but only when the data could hold too many: counting costs a Python call for each one."""
     options = _UNPACK_OPTIONS | {"max_array_len": limits.max_markets, "max_map_len": limits.max_outcomes}
@@ -389,7 +394,7 @@ def _remember_if_good(labels: tuple[Any, Any, tuple[Any, ...]]) -> bool:
 _MARKET_FIELDS = itemgetter("market", "specifier", "outcomes")
 
 
-def _checked_market(index: int, raw: Any) -> MarketRow:
+def checked_market(index: int, raw: Any) -> MarketRow:
     where = f"markets[{index}]"
     if not isinstance(raw, dict):
         raise InvalidEntry(f"{where} must be a map, not {type(raw).__name__}")

@@ -85,7 +85,9 @@ def database_url() -> Iterator[str]:
 def db(database_url: str) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
     """A connection to the session database, emptied before the test."""
     with psycopg.connect(psycopg_url(database_url), autocommit=True) as conn:
-        conn.execute("TRUNCATE markets, snapshots, feeds, events, bookmakers RESTART IDENTITY")
+        conn.execute(
+            "TRUNCATE market_versions, market_series, snapshots, feeds, events, bookmakers RESTART IDENTITY"
+        )
         yield conn
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import msgpack
 import psycopg
@@ -14,13 +13,14 @@ import structlog
 import consumer.batch
 from consumer.batch import BatchProcessor, PreparedBatch
 from consumer.daemon import Daemon
+from consumer.decoding import ReusingDecoder
 from consumer.errors import Transient
 from consumer.plan import Entry
 from producer.publisher import Publisher
 from producer.simulator import SimulationSpec, Simulator
 from shared.keys import Keys, shard_of
 from shared.settings import Settings
-from shared.wire import Market, Snapshot, decode_data, encode
+from shared.wire import Market, Snapshot, encode
 from tests.history import compare, count_snapshot_rows, expected_history, stored_history
 from tests.support import drain
 
@@ -105,11 +105,13 @@ def test_unchanged_snapshot_needs_no_decode(
     drain(daemon)
     decodes = []
 
-    def counting(data: bytes, **limits: Any) -> object:
-        decodes.append(data)
-        return decode_data(data, **limits)
+    decode = ReusingDecoder.__call__
 
-    monkeypatch.setattr(consumer.batch, "decode_data", counting)
+    def counting(self: ReusingDecoder, data: bytes) -> object:
+        decodes.append(data)
+        return decode(self, data)
+
+    monkeypatch.setattr(ReusingDecoder, "__call__", counting)
     # When the next cycle repeats every snapshot's odds
     publisher.publish_cycle(sim.cycle(TS + 1000))
     drain(daemon)
@@ -282,7 +284,7 @@ def test_postgres_rejecting_one_entry_dead_letters_only_that_one(
     daemon: Daemon, publisher: Publisher, db: Conn, client: redis.Redis, keys: Keys
 ) -> None:
     # Given Postgres refuses one market name (a check constraint stands for any data error, class 23)
-    db.execute("ALTER TABLE markets ADD CONSTRAINT test_refuse CHECK (market <> 'Refused')")
+    db.execute("ALTER TABLE market_series ADD CONSTRAINT test_refuse CHECK (market <> 'Refused')")
     try:
         snapshots = [one(2.0, TS, event=f"e{i}") for i in range(7)]
         snapshots.append(Snapshot("e-refused", "sportybet", TS, (Market("Refused", "", {"1": 2.0}),)))
@@ -290,7 +292,7 @@ def test_postgres_rejecting_one_entry_dead_letters_only_that_one(
         # When the consumer drains
         drain(daemon)
     finally:
-        db.execute("ALTER TABLE markets DROP CONSTRAINT test_refuse")
+        db.execute("ALTER TABLE market_series DROP CONSTRAINT test_refuse")
     # Then only the refused entry is dead-lettered, with the SQLSTATE in its reason
     letters = client.xrange(keys.dead)
     assert [f[b"event"] for _, f in letters] == [b"e-refused"]
@@ -309,7 +311,7 @@ def test_a_transaction_that_misses_the_deadline_is_retried_in_smaller_parts(
           IF (SELECT count(*) FROM new_rows) > 20 THEN PERFORM pg_sleep(3); END IF;
           RETURN NULL;
         END $$;
-        CREATE TRIGGER test_stall AFTER INSERT ON markets REFERENCING NEW TABLE AS new_rows
+        CREATE TRIGGER test_stall AFTER INSERT ON market_versions REFERENCING NEW TABLE AS new_rows
           FOR EACH STATEMENT EXECUTE FUNCTION test_stall();
         """
     )
@@ -326,7 +328,7 @@ def test_a_transaction_that_misses_the_deadline_is_retried_in_smaller_parts(
             drain(daemon)
         daemon.writer.discard()
     finally:
-        db.execute("DROP TRIGGER test_stall ON markets; DROP FUNCTION test_stall()")
+        db.execute("DROP TRIGGER test_stall ON market_versions; DROP FUNCTION test_stall()")
     # Then the batch committed in parts small enough to pass, each snapshot once, and the counters agree
     report = compare(expected_history(published), stored_history(db))
     assert report.ok, report.summary()

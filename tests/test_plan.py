@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from consumer.plan import EMPTY_FEED, Entry, FeedState, Parsed, memo_decoder, parse, plan
-from shared.wire import Decoded, Market, Snapshot, decode_data, encode
+from shared.wire import Decoded, Market, Snapshot, decode_data, encode, market_row
 
 TS = 1_795_000_000_000
 
@@ -111,3 +111,39 @@ def test_entries_delivered_too_often_are_poison() -> None:
     tired = Entry(e.stream, e.entry_id, e.fields, 11)
     ok, poison = parse([tired], 1_000_000, 10)
     assert not ok and "delivered 11 times" in poison[0].reason
+
+
+def market_entry(ts: int, *markets: Market) -> Entry:
+    fields = encode(Snapshot("e1", "bet9ja", ts, markets))
+    return Entry("s:0", f"{ts}-0".encode(), {k.encode(): v for k, v in fields.items()}, 1)
+
+
+def test_a_change_carries_only_the_markets_that_changed_appeared_or_disappeared() -> None:
+    # Given a feed stored with three markets
+    one_x_two = Market("1X2", "", {"1": 2.0, "X": 3.1, "2": 2.9})
+    totals = Market("Over/Under", "total=2.5", {"Over": 1.85, "Under": 1.95})
+    btts = Market("BTTS", "", {"Yes": 1.8, "No": 2.0})
+    (stored,) = parsed(market_entry(TS, one_x_two, totals, btts))
+    decoded = decode_data(stored.envelope.data)
+    state = FeedState(7, decoded.fingerprint, TS, {(m.market, m.specifier): m for m in decoded.markets})
+    # When the next snapshot moves 1X2, drops Over/Under, keeps BTTS and adds a market, and the one after
+    # changes the outcome set of 1X2
+    moved = Market("1X2", "", {"1": 2.1, "X": 3.0, "2": 2.9})
+    handicap = Market("Asian Handicap", "hcp=-0.5", {"1": 1.9, "2": 1.9})
+    two_way = Market("1X2", "", {"1": 2.1, "2": 1.7})
+    items = parsed(market_entry(TS + 1, moved, btts, handicap), market_entry(TS + 2, two_way, btts, handicap))
+    result = plan(items, {stored.feed: state}, memo_decoder(decode_data))
+    # Then each new snapshot holds only its changes, a disappeared market as None
+    first, second = result.inserts
+    assert {k: r and r.odds for k, r in first.changes} == {
+        ("1X2", ""): market_row(moved).odds,
+        ("Over/Under", "total=2.5"): None,
+        ("Asian Handicap", "hcp=-0.5"): market_row(handicap).odds,
+    }
+    assert [(k, r and r.outcomes) for k, r in second.changes] == [(("1X2", ""), ("1", "2"))]
+    # And the feed's markets after the batch are the last snapshot's, for the next batch to compare with
+    assert set(result.final_markets[stored.feed]) == {
+        ("1X2", ""),
+        ("BTTS", ""),
+        ("Asian Handicap", "hcp=-0.5"),
+    }

@@ -77,7 +77,9 @@ def scraped_run(
     prometheus_binary: str, redis_url: str, database_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ScrapedRun]:
     with psycopg.connect(psycopg_url(database_url), autocommit=True) as conn:
-        conn.execute("TRUNCATE markets, snapshots, feeds, events, bookmakers RESTART IDENTITY")
+        conn.execute(
+            "TRUNCATE market_versions, market_series, snapshots, feeds, events, bookmakers RESTART IDENTITY"
+        )
     settings = Settings(
         redis_url=redis_url,
         database_url=database_url,

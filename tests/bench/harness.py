@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
@@ -46,13 +47,18 @@ def ms_now() -> int:
 
 
 class Bench:
-    def __init__(self, redis_url: str, database_url: str, size: Size) -> None:
+    """A bench database and stream prefix; root is the checkout whose consumer runs (this one by default)."""
+
+    def __init__(
+        self, redis_url: str, database_url: str, size: Size, root: Path = ROOT, name: str = ""
+    ) -> None:
         self.size = size
+        self.root = root
         self.redis_url = redis_url
         self.admin_url = psycopg_url(database_url)
-        self.db_name = f"odds_bench_{os.getpid()}"
+        self.db_name = f"odds_bench_{os.getpid()}{name}"
         self.db_url = with_database(self.admin_url, self.db_name)
-        self.prefix = f"bench:{os.getpid()}"
+        self.prefix = f"bench:{os.getpid()}{name}"
         self.client = connect(redis_url, 30.0)
         self.tmp = Path(tempfile.mkdtemp(prefix="odds-bench-"))
         self.procs: list[subprocess.Popen[bytes]] = []
@@ -69,7 +75,7 @@ class Bench:
             [sys.executable, "-m", "consumer", "migrate", "--log-level", "WARNING"],
             env=self.env("unused"),
             check=True,
-            cwd=ROOT,
+            cwd=self.root,
             stdout=subprocess.DEVNULL,
         )
 
@@ -90,6 +96,8 @@ class Bench:
         env = dict(os.environ)
         env.update(
             {
+                # `python -m consumer` from root imports root's packages, whatever is installed.
+                "PYTHONPATH": str(self.root),
                 "REDIS_URL": self.redis_url,
                 "DATABASE_URL": self.db_url,
                 "ODDS_STREAM": stream,
@@ -129,7 +137,16 @@ class Bench:
 
     def reset_database(self) -> None:
         with psycopg.connect(self.db_url, autocommit=True) as conn:
-            conn.execute("TRUNCATE markets, snapshots, feeds, events, bookmakers RESTART IDENTITY")
+            conn.execute(f"TRUNCATE {', '.join(self.tables(conn))} RESTART IDENTITY")
+
+    @staticmethod
+    def tables(conn: psycopg.Connection[Any]) -> list[str]:
+        """The pipeline's tables, in whichever layout the database has."""
+        rows = conn.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'alembic_version'"
+            " ORDER BY 1"
+        ).fetchall()
+        return [str(r[0]) for r in rows]
 
     # --- consumers ----------------------------------------------------------------------------------
 
@@ -144,7 +161,7 @@ class Bench:
                 subprocess.Popen(
                     [sys.executable, "-m", "consumer", "run", "--name", name, "--log-json"],
                     env=self.env(stream, **extra),
-                    cwd=ROOT,
+                    cwd=self.root,
                     stdout=log,
                     stderr=log,
                 )
@@ -213,24 +230,29 @@ class Bench:
             time.sleep(0.1)
 
     def table_state(self) -> tuple[int, int, int, int, int]:
-        """Snapshot rows, market rows, updated rows (snapshots and feeds), HOT updates, table bytes."""
+        """Snapshot rows, market rows (versions), updated rows (snapshots and feeds), HOT updates, bytes of
+        the history tables (snapshots, and markets or market series and versions)."""
         with psycopg.connect(self.db_url, autocommit=True) as conn:
+            history = [t for t in self.tables(conn) if t not in ("feeds", "events", "bookmakers")]
+            market_table = "market_versions" if "market_versions" in history else "markets"
             snaps, mkts = conn.execute(
-                "SELECT (SELECT count(*) FROM snapshots), (SELECT count(*) FROM markets)"
+                f"SELECT (SELECT count(*) FROM snapshots), (SELECT count(*) FROM {market_table})"
             ).fetchone() or (0, 0)
             upd, hot = conn.execute(
                 "SELECT coalesce(sum(n_tup_upd), 0), coalesce(sum(n_tup_hot_upd), 0) "
                 "FROM pg_stat_user_tables WHERE relname IN ('snapshots', 'feeds')"
             ).fetchone() or (0, 0)
             size = conn.execute(
-                "SELECT pg_total_relation_size('snapshots') + pg_total_relation_size('markets')"
+                "SELECT sum(pg_total_relation_size(t::regclass)) FROM unnest(%s::text[]) AS t", (history,)
             ).fetchone()
         return int(snaps), int(mkts), int(upd), int(hot), int(size[0] if size else 0)
 
 
 @contextmanager
-def bench(redis_url: str, database_url: str, size: Size) -> Iterator[Bench]:
-    b = Bench(redis_url, database_url, size)
+def bench(
+    redis_url: str, database_url: str, size: Size, root: Path = ROOT, name: str = ""
+) -> Iterator[Bench]:
+    b = Bench(redis_url, database_url, size, root, name)
     try:
         b.setup()
         yield b

@@ -6,9 +6,7 @@ import signal
 import statistics
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import psycopg
 
@@ -17,8 +15,10 @@ from producer.core import PIPELINE_CHUNK
 from producer.publisher import Publisher
 from shared.keys import Keys, shard_of
 from shared.stream_ids import stream_id
-from shared.wire import Market, Snapshot, encode, market_row
+from shared.wire import Market, Snapshot, encode
+from tests.bench.foreign import ForeignPublisher
 from tests.bench.harness import BOOKMAKERS, GROUP, POLL_S, Bench, ms_now
+from tests.bench.storage import Changes, count_changes, yardstick
 
 PUBLISH_PAIRS = 5
 
@@ -29,13 +29,15 @@ class RunResult:
     consumers: int
     snapshots: int
     seconds: float
-    expected_changes: int
     stats: dict[str, int]
     snapshot_rows: int
     market_rows: int
     updated_rows: int
     hot_updates: int
     table_bytes: int
+    changes: Changes
+    first_cycle: list[Snapshot]  # the backlog's first cycle, for the bytes of writing it in full
+    span_ms: tuple[int, int]  # the first and the last capture time
     yardstick_s: float = 0.0
 
     @property
@@ -92,13 +94,17 @@ def producer_under_stall(b: Bench) -> tuple[float, float]:
     # runs again (the server waits for the rest of the data), and the LOCK TABLE below would wait for ever.
     b.stop(procs)
     with psycopg.connect(b.db_url) as lock:
-        lock.execute("LOCK TABLE feeds, snapshots, markets IN ACCESS EXCLUSIVE MODE")
+        lock.execute("LOCK TABLE feeds, snapshots, market_series, market_versions IN ACCESS EXCLUSIVE MODE")
         stalled = [cycle_s() for _ in range(3)]
         lock.rollback()
     return statistics.median(normal), statistics.median(stalled)
 
 
-def throughput(b: Bench, rate: float, consumers: int) -> RunResult:
+def throughput(
+    b: Bench, rate: float, consumers: int, with_yardstick: bool = True, foreign: bool = False
+) -> RunResult:
+    """Drain a paused backlog; foreign: published in stable but non-canonical bytes, as another
+    scraper might send them."""
     b.reset_database()
     stream, keys = b.new_stream(f"tp-{rate:g}-{consumers}")
     sim = b.simulator(rate)
@@ -107,7 +113,9 @@ def throughput(b: Bench, rate: float, consumers: int) -> RunResult:
     expected = count_changes(warm, backlog)
     procs = b.start_consumers(stream, consumers)
     b.wait_leases(keys, consumers)
-    publisher = Publisher(b.client, keys)
+    publisher: Publisher | ForeignPublisher = (
+        ForeignPublisher(b.client, keys) if foreign else Publisher(b.client, keys)
+    )
     feed_updates = b.feed_updates()
     publisher.publish_cycle(warm)
     b.wait_drained(keys, len(warm))
@@ -134,97 +142,19 @@ def throughput(b: Bench, rate: float, consumers: int) -> RunResult:
         consumers,
         total,
         end - start,
-        expected,
         stats,
         after[0] - before[0],
         after[1] - before[1],
         after[2] - before[2],
         after[3] - before[3],
         after[4] - before[4],
+        expected,
+        backlog[0],
+        (warm[0].captured_at_ms, backlog[-1][-1].captured_at_ms),
     )
-    if consumers == 1:
-        run.yardstick_s = yardstick(b, keys, warm, backlog)
+    if consumers == 1 and with_yardstick:
+        run.yardstick_s = yardstick(b, keys, warm, backlog, expected)
     return run
-
-
-def yardstick(b: Bench, keys: Keys, warm: list[Snapshot], backlog: list[list[Snapshot]]) -> float:
-    """The bare minimum on the same data: XREADGROUP + XACK of every entry, binary COPY of the changed
-    snapshots' rows, and one UPDATE for the unchanged ones, all without any checking or planning."""
-    for stream in keys.all_shards():
-        b.client.xgroup_create(stream, "yardstick", id="$")
-    # Re-add the backlog's entries under the yardstick group (untimed): the same bytes, read once.
-    publisher = Publisher(b.client, keys)
-    for snapshots in backlog:
-        publisher.publish_cycle(snapshots)
-    feeds = {(s.event, s.bookmaker): i + 1 for i, s in enumerate(warm)}
-    changed: list[tuple[int, int, Snapshot]] = []
-    unchanged: dict[int, int] = {}
-    current = {(s.event, s.bookmaker): s.markets for s in warm}
-    for snapshots in backlog:
-        for s in snapshots:
-            key = (s.event, s.bookmaker)
-            if s.markets != current[key]:
-                changed.append((feeds[key], len(feeds) + len(changed) + 1, s))
-                current[key] = s.markets
-            else:
-                unchanged[feeds[key]] = s.captured_at_ms
-    snapshot_rows = [
-        (sid, fid, to_dt(s.captured_at_ms), to_dt(s.captured_at_ms), b"x" * 16) for fid, sid, s in changed
-    ]
-    market_rows = [
-        (sid, r.market, r.specifier, list(r.outcomes), list(r.odds))
-        for _, sid, s in changed
-        for r in map(market_row, s.markets)
-    ]
-    with psycopg.connect(b.db_url, autocommit=True) as conn:
-        conn.execute("DROP TABLE IF EXISTS y_snapshots, y_markets")
-        conn.execute("CREATE TABLE y_snapshots (LIKE snapshots INCLUDING ALL) WITH (fillfactor = 80)")
-        conn.execute("CREATE TABLE y_markets (LIKE markets INCLUDING ALL)")
-        with conn.cursor().copy(
-            "COPY y_snapshots (id, feed_id, captured_at, last_confirmed_at, fingerprint) FROM STDIN"
-        ) as copy:
-            for s in warm:
-                ts = to_dt(s.captured_at_ms)
-                copy.write_row((feeds[(s.event, s.bookmaker)], feeds[(s.event, s.bookmaker)], ts, ts, b"x"))
-        conn.execute("VACUUM ANALYZE y_snapshots")
-        start = time.perf_counter()
-        streams: dict[Any, Any] = {stream: ">" for stream in keys.all_shards()}
-        while True:
-            reply: list[Any] = b.client.xreadgroup(  # type: ignore[assignment]
-                "yardstick",
-                "y",
-                streams,
-                count=500,
-            )
-            if not reply:
-                break
-            pipe = b.client.pipeline(transaction=False)
-            for stream_reply in reply:
-                name, entries = stream_reply[0], stream_reply[1]
-                pipe.xack(name, "yardstick", *(entry[0] for entry in entries))
-            pipe.execute()
-        with conn.transaction():
-            with conn.cursor().copy(
-                "COPY y_snapshots (id, feed_id, captured_at, last_confirmed_at, "
-                "fingerprint) FROM STDIN (FORMAT BINARY)"
-            ) as copy:
-                copy.set_types(["int8", "int8", "timestamptz", "timestamptz", "bytea"])
-                for row in snapshot_rows:
-                    copy.write_row(row)
-            with conn.cursor().copy(
-                "COPY y_markets (snapshot_id, market, specifier, outcomes, odds) FROM STDIN (FORMAT BINARY)"
-            ) as copy:
-                copy.set_types(["int8", "text", "text", "text[]", "float8[]"])
-                for mrow in market_rows:
-                    copy.write_row(mrow)
-            conn.execute(
-                "UPDATE y_snapshots s SET last_confirmed_at = v.ts FROM unnest(%s::bigint[], "
-                "%s::timestamptz[]) AS v(id, ts) WHERE s.id = v.id",
-                (list(unchanged), [to_dt(t) for t in unchanged.values()]),
-            )
-        elapsed = time.perf_counter() - start
-        conn.execute("DROP TABLE y_snapshots, y_markets")
-    return elapsed
 
 
 def latency(b: Bench, target_per_s: float) -> tuple[float, float, int]:
@@ -354,23 +284,6 @@ def many_feeds(b: Bench, feeds: int) -> tuple[int, int, int, float, int]:
         time.perf_counter() - start_s,
         int(b.client.hlen(keys.fingerprints)),
     )
-
-
-def count_changes(warm: list[Snapshot], backlog: list[list[Snapshot]]) -> int:
-    """How many snapshots of the backlog differ from their feed's previous one: the rows that must appear."""
-    current = {(s.event, s.bookmaker): s.markets for s in warm}
-    changes = 0
-    for snapshots in backlog:
-        for s in snapshots:
-            key = (s.event, s.bookmaker)
-            if s.markets != current[key]:
-                changes += 1
-                current[key] = s.markets
-    return changes
-
-
-def to_dt(ts_ms: int) -> datetime:
-    return datetime.fromtimestamp(ts_ms / 1000, tz=UTC)
 
 
 def vm_hwm_kb(pid: int) -> int:

@@ -155,7 +155,12 @@ def retention_delete(run: FaultRun, feeds: list[Feed]) -> dict[Feed, int]:
             " (extract(epoch FROM s.last_confirmed_at) * 1000)::bigint",
             (ids,),
         ).fetchall()
-        conn.execute("DELETE FROM markets WHERE snapshot_id = ANY(%s)", ([r[0] for r in deleted],))
+        conn.execute(
+            "DELETE FROM market_versions v USING market_series ms WHERE v.series_id = ms.id"
+            " AND ms.feed_id = ANY(%s)",
+            (ids,),
+        )
+        conn.execute("DELETE FROM market_series WHERE feed_id = ANY(%s)", (ids,))
         conn.execute("DELETE FROM feeds WHERE id = ANY(%s)", (ids,))
     newest: dict[Feed, int] = {}
     for _, event, bookmaker, last_ms in deleted:
