@@ -9,11 +9,10 @@ Everything lives under a unique stream prefix and a bench database, both removed
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 
-from tests.bench.harness import Size
+from tests.bench.harness import Size, add_server_options
 from tests.bench.report import run
 
 
@@ -29,11 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only-large", action="store_true", help="only the row of 5,000-market snapshots (1,200 of them)"
     )
-    parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
-    parser.add_argument(
-        "--database-url",
-        default=os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"),
-    )
+    add_server_options(parser)
     args = parser.parse_args(argv)
     quick = args.quick
     size = Size(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import signal
 import subprocess
@@ -246,6 +247,15 @@ class Bench:
                 "SELECT sum(pg_total_relation_size(t::regclass)) FROM unnest(%s::text[]) AS t", (history,)
             ).fetchone()
         return int(snaps), int(mkts), int(upd), int(hot), int(size[0] if size else 0)
+
+
+def add_server_options(parser: argparse.ArgumentParser) -> None:
+    """--redis-url and --database-url, defaulting to the environment and then the local servers."""
+    parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"),
+    )
 
 
 @contextmanager

@@ -11,7 +11,6 @@ Hand-over: the same with SIGTERM, after which a consumer finishes its batch and 
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import statistics
 import subprocess
@@ -22,7 +21,7 @@ import time
 from producer.publisher import Publisher
 from shared.keys import Keys
 from shared.stream_ids import stream_id
-from tests.bench.harness import GROUP, Bench, Size, bench
+from tests.bench.harness import GROUP, Bench, Size, add_server_options, bench
 
 SHARDS = 16
 POLL_S = 0.02
@@ -105,11 +104,7 @@ def resumed(b: Bench, keys: Keys, n: int, dead: str, latest: tuple[int, int]) ->
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.bench.scale", description=__doc__)
     parser.add_argument("--kills", type=int, default=10)
-    parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
-    parser.add_argument(
-        "--database-url",
-        default=os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"),
-    )
+    add_server_options(parser)
     args = parser.parse_args(argv)
     size = Size(
         events=20, backlog_cycles=1, latency_s=1, rss_backlog=1, feeds=1, large_events=1, large_cycles=1

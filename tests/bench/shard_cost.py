@@ -8,12 +8,11 @@ pair by pair, so that the machine's drift falls on both alike.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 
 from tests.bench import measures
-from tests.bench.harness import Size, bench
+from tests.bench.harness import Size, add_server_options, bench
 
 SHARD_COUNTS = (4, 16)
 
@@ -21,11 +20,7 @@ SHARD_COUNTS = (4, 16)
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.bench.shard_cost", description=__doc__)
     parser.add_argument("--pairs", type=int, default=3)
-    parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
-    parser.add_argument(
-        "--database-url",
-        default=os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"),
-    )
+    add_server_options(parser)
     args = parser.parse_args(argv)
     size = Size(
         events=2000, backlog_cycles=5, latency_s=1, rss_backlog=1, feeds=1, large_events=1, large_cycles=1
