@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import struct
+from collections.abc import Iterator
 from typing import Any
 
 import msgpack
@@ -162,6 +163,21 @@ def mutated(draw: st.DrawFn) -> bytes:
 PAYLOADS = st.one_of(
     schema_like(), ANY.map(pack), VALID_DATA, mutated(), st.binary(max_size=64), st.just(b"")
 )
+
+
+# Where to cut or flip a byte of each payload (taken modulo its length), and the bits flipped.
+DAMAGE = st.lists(st.tuples(st.integers(0, 2**16), st.integers(1, 255)), max_size=8)
+
+
+def damaged(data: bytes, damage: list[tuple[int, int]]) -> Iterator[bytes]:
+    """The payload itself, then for each drawn place the payload cut short there and with that byte
+    flipped: damaged copies are cheap cases next to generating a new document."""
+    yield data
+    for at, bits in damage:
+        if data:
+            i = at % len(data)
+            yield data[:i]
+            yield data[:i] + bytes((data[i] ^ bits,)) + data[i + 1 :]
 
 
 def readable(reason: str) -> bool:

@@ -10,8 +10,7 @@ from hypothesis import given
 
 from consumer.decoding import ReusingDecoder
 from shared.wire import Decoded, InvalidEntry, decode_data
-from tests.fuzzing import PAYLOADS, counted, new_example
-from tests.test_fuzz_wire import DAMAGE
+from tests.fuzzing import DAMAGE, PAYLOADS, counted, damaged, new_example
 
 # One decoder for every example, so each one meets what the examples before left in its memory.
 DECODER = ReusingDecoder(snapshots=1000, markets=1000)
@@ -32,10 +31,6 @@ def check(data: bytes) -> None:
 @given(PAYLOADS, DAMAGE)
 def test_reusing_earlier_decodes_changes_no_outcome(data: bytes, damage: list[tuple[int, int]]) -> None:
     new_example()
-    check(data)
-    for at, bits in damage:
-        if data:
-            i = at % len(data)
-            check(data[:i])
-            check(data[:i] + bytes((data[i] ^ bits,)) + data[i + 1 :])
-            check(data)  # again, now from memory
+    for payload in damaged(data, damage):
+        check(payload)
+        check(data)  # again, now from memory

@@ -22,7 +22,7 @@ from shared.wire import (
     fingerprint,
     parse_envelope,
 )
-from tests.fuzzing import PAYLOADS, SCALARS, counted, new_example, pack, readable
+from tests.fuzzing import DAMAGE, PAYLOADS, SCALARS, counted, damaged, new_example, pack, readable
 
 MAX_ENTRY_BYTES = 1_048_576
 
@@ -45,23 +45,13 @@ def check_payload(data: bytes) -> None:
     assert decode_data(canonical) == decoded, data
 
 
-# Where to cut or flip a byte of each payload (taken modulo its length), and the bits flipped.
-DAMAGE = st.lists(st.tuples(st.integers(0, 2**16), st.integers(1, 255)), max_size=8)
-
-
 @given(PAYLOADS, DAMAGE)
 def test_any_payload_decodes_or_is_refused_with_a_readable_reason(
     data: bytes, damage: list[tuple[int, int]]
 ) -> None:
     new_example()
-    # Each example checks its payload, then that payload cut short and with a byte flipped at the drawn
-    # places: damaged copies are cheap cases next to generating a new document.
-    check_payload(data)
-    for at, bits in damage:
-        if data:
-            i = at % len(data)
-            check_payload(data[:i])
-            check_payload(data[:i] + bytes((data[i] ^ bits,)) + data[i + 1 :])
+    for payload in damaged(data, damage):
+        check_payload(payload)
 
 
 TS_VALUES = st.one_of(

@@ -64,17 +64,23 @@ def test_a_budget_below_one_entry_still_reads_one(client: redis.Redis, keys: Key
     assert [e.entry_id for e in streams.read({0: NEW}, 100, 10 * KB, 1024 * KB).entries] == ids[:1]
 
 
-def test_the_byte_budget_is_the_whole_reads_so_many_shards_still_read_full_batches(
-    client: redis.Redis, keys: Keys
-) -> None:
-    # Given 16 shards with 20 small entries each, and a budget that split 16 ways would be below the
-    # largest entry allowed (a share per shard would read one entry from each)
+def sixteen_shards_of_small_entries(client: redis.Redis, keys: Keys) -> ShardStreams:
+    """16 shards leased to us, with 20 entries of 3 kB each."""
     sixteen = Keys(keys.stream, keys.group, 16)
     for n in range(16):
         client.set(sixteen.lease(n), "me")
         fill(client, sixteen.shard(n), [3 * KB] * 20)
     streams = ShardStreams(client, sixteen, "me")
     streams.ensure_groups()
+    return streams
+
+
+def test_the_byte_budget_is_the_whole_reads_so_many_shards_still_read_full_batches(
+    client: redis.Redis, keys: Keys
+) -> None:
+    # Given 16 shards with 20 small entries each, and a budget that split 16 ways would be below the
+    # largest entry allowed (a share per shard would read one entry from each)
+    streams = sixteen_shards_of_small_entries(client, keys)
     # When all 16 are read with 16 MB and entries of up to 1 MB allowed
     entries = streams.read(dict.fromkeys(range(16), NEW), 20, 16 * 1024 * KB, 1024 * KB).entries
     # Then every entry of every shard came in that one read
@@ -83,12 +89,7 @@ def test_the_byte_budget_is_the_whole_reads_so_many_shards_still_read_full_batch
 
 def test_the_byte_budget_bounds_a_read_of_many_shards_as_a_whole(client: redis.Redis, keys: Keys) -> None:
     # Given 16 shards of 20 entries of 3 kB each (960 kB in all)
-    sixteen = Keys(keys.stream, keys.group, 16)
-    for n in range(16):
-        client.set(sixteen.lease(n), "me")
-        fill(client, sixteen.shard(n), [3 * KB] * 20)
-    streams = ShardStreams(client, sixteen, "me")
-    streams.ensure_groups()
+    streams = sixteen_shards_of_small_entries(client, keys)
     # When they are read with a budget of 100 kB and entries of up to 10 kB allowed
     entries = streams.read(dict.fromkeys(range(16), NEW), 20, 100 * KB, 10 * KB).entries
     # Then the read as a whole stayed within it, and still took more than one shard's worth
