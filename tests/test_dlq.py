@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import pytest
 import redis
-import structlog
 
 from consumer.__main__ import main
 from consumer.dlq import DeadLetters, Selection
@@ -15,14 +13,6 @@ from shared.keys import Keys, shard_of
 from shared.settings import Settings
 from shared.wire import Market, Snapshot, encode
 from tests.support import connection_flags, dead_letter
-
-
-@pytest.fixture(autouse=True)
-def restore_logging() -> Iterator[None]:
-    """main() configures logging onto the captured stderr, which closes after the test."""
-    saved = structlog.get_config()
-    yield
-    structlog.configure(**saved)
 
 
 def snapshot_fields(event: str, bookmaker: str = "sportybet") -> dict[bytes, bytes]:

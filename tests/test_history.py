@@ -10,12 +10,10 @@ import shutil
 import struct
 import sys
 import zlib
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
-import structlog
 
 from consumer.__main__ import main
 from consumer.daemon import Daemon
@@ -35,14 +33,6 @@ CYCLES = 30
 # betking's scraper is down for these cycles: its history must show a gap there.
 OUTAGE = range(12, 20)
 Conn = psycopg.Connection[tuple[object, ...]]
-
-
-@pytest.fixture(autouse=True)
-def restore_logging() -> Iterator[None]:
-    """main() configures logging onto the captured stderr, which closes after the test."""
-    saved = structlog.get_config()
-    yield
-    structlog.configure(**saved)
 
 
 def at(minutes: float) -> dt.datetime:

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import psycopg
 import pytest
 import redis
-import structlog
 
 from consumer.__main__ import EXIT_UNHEALTHY, main
 from consumer.batch import BatchProcessor
@@ -26,14 +24,6 @@ from shared.wire import Market, Snapshot
 from tests.support import connection_flags, dead_letter
 
 Conn = psycopg.Connection[tuple[object, ...]]
-
-
-@pytest.fixture(autouse=True)
-def restore_logging() -> Iterator[None]:
-    """main() configures logging onto the captured stderr, which closes after the test."""
-    saved = structlog.get_config()
-    yield
-    structlog.configure(**saved)
 
 
 def fill(client: redis.Redis, stream: str, n: int) -> list[bytes]:
