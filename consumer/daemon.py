@@ -348,7 +348,7 @@ class Daemon:
                 self.metrics.refresh(self.leases.owned)
             except redis.RedisError:
                 continue
-            if batch.streams - {self.keys.shard(n) for n in self.leases.owned}:
+            if self._shards_of(batch) - self.leases.owned:
                 log.warning("batch_abandoned_lease_lost", entries=len(batch.entries))
                 # The batch's entries on shards we still hold stay in our own pending list. Reading newer
                 # entries there first would make them stale and skip their changes: re-read our history.

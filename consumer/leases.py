@@ -39,7 +39,6 @@ def quota(shards: int, live: list[str], name: str) -> int:
 
 class Change(NamedTuple):
     gained: set[int]
-    lost: set[int]  # lapsed, or taken by another consumer; no longer owned
     surplus: set[int]  # above our share: to give back (still owned until released)
 
 
@@ -113,9 +112,9 @@ class Leases:
         # Without the renewal thread (a daemon stepped in-process), renewal goes with the rebalance.
         if force or (due and self._thread is None):
             self.renew()
-        lost = self.take_lost()
+        self.take_lost()
         if not due:
-            return Change(set(), lost, set())
+            return Change(set(), set())
         self._next_rebalance = now + self.period_s
         with self._lock:
             live = list(self._live)
@@ -135,7 +134,7 @@ class Leases:
             with self._lock:
                 self.owned |= gained
             log.info("shard_leases_gained", gained=sorted(gained), owned=sorted(self.owned), share=share)
-        return Change(gained, lost, surplus)
+        return Change(gained, surplus)
 
     def release(self, shards: Collection[int], reason: str) -> None:
         for n in shards:
