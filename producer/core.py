@@ -30,7 +30,7 @@ from shared.redis_errors import (
     what_to_fix,
 )
 from shared.shard_count import FIELD as SHARD_COUNT_FIELD
-from shared.shard_count import ShardCountMismatch, check
+from shared.shard_count import ShardCountMismatch, check, parse
 from shared.wire import Snapshot, envelope_fields
 
 log = structlog.get_logger("producer")
@@ -221,10 +221,9 @@ class PublishCore:
             if isinstance(reply, redis.RedisError):
                 self.failed(reply, now, command)
                 return False
-        found = replies[-1]
         try:
-            check(None if found is None else int(found), self.keys)  # type: ignore[call-overload]
-        except (ShardCountMismatch, ValueError) as exc:
+            check(parse(self.keys, replies[-1]), self.keys)  # type: ignore[arg-type]
+        except ShardCountMismatch as exc:
             raise PublishRefused(f"{exc}") from exc
         self.shard_count_known = True
         return True

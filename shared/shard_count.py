@@ -24,22 +24,17 @@ class ShardCountMismatch(Exception):
 
 def recorded(client: redis.Redis, keys: Keys) -> int | None:
     """The recorded shard count, or None when no process has recorded one yet."""
-    value = client.hget(keys.meta, FIELD)
-    return None if value is None else _parse(keys, value)
+    return parse(keys, client.hget(keys.meta, FIELD))
 
 
-def claim(client: redis.Redis, keys: Keys) -> int:
-    """Record this process's shard count unless one is recorded already; return the recorded one.
-
-    HGET first: it needs no memory, so on a full Redis a process whose count is recorded still starts.
-    """
-    found = recorded(client, keys)
-    if found is not None:
-        return found
-    client.hsetnx(keys.meta, FIELD, keys.shards)
-    # Another process may have recorded its count between the two calls: the one that won counts.
-    found = recorded(client, keys)
-    return keys.shards if found is None else found
+def parse(keys: Keys, value: bytes | str | None) -> int | None:
+    """The count in an HGET reply of the record (None: nothing recorded); raises if it is unreadable."""
+    if value is None:
+        return None
+    text = value.decode() if isinstance(value, bytes) else value
+    if not text.isdigit() or int(text) < 1:
+        raise ShardCountMismatch(f"{keys.meta} field {FIELD} holds {text!r}, not a shard count")
+    return int(text)
 
 
 def check(found: int | None, keys: Keys) -> None:
@@ -63,20 +58,14 @@ def existing_shards(client: redis.Redis, keys: Keys) -> list[int]:
     return sorted(found)
 
 
-def _parse(keys: Keys, value: bytes | str) -> int:
-    text = value.decode() if isinstance(value, bytes) else value
-    if not text.isdigit() or int(text) < 1:
-        raise ShardCountMismatch(f"{keys.meta} field {FIELD} holds {text!r}, not a shard count")
-    return int(text)
-
-
 def settle(client: redis.Redis, keys: Keys) -> None:
     """For a consumer at start: compare its count with the record, or record it.
 
     Raises ShardCountMismatch when the record differs, or when nothing is recorded yet but shard streams
-    beyond this consumer's count exist (streams published before counts were recorded). A Redis too full
-    to record the count must not stop a consumer, whose work is what frees memory: the count is then
-    recorded by a later start.
+    beyond this consumer's count exist (streams published before counts were recorded). HGET comes
+    first: it needs no memory, so on a full Redis a consumer whose count is recorded still starts; one
+    too full to record the count must not stop a consumer either, whose work is what frees memory, and
+    the count is then recorded by a later start.
     """
     found = recorded(client, keys)
     if found is None:
@@ -87,7 +76,9 @@ def settle(client: redis.Redis, keys: Keys) -> None:
                 "ODDS_SHARDS to the count the producers use"
             )
         try:
-            found = claim(client, keys)
+            client.hsetnx(keys.meta, FIELD, keys.shards)
         except redis.exceptions.OutOfMemoryError:
             return
+        # Another process may have recorded its count in between: the one that won counts.
+        found = recorded(client, keys)
     check(found, keys)
