@@ -31,8 +31,8 @@ class Limits:
     max_entry_bytes: int
     max_deliveries: int
     max_rows: int  # rows one transaction writes at most
+    decoded_markets: int  # rows of decoded markets kept to skip decoding them again (ODDS_MARKET_CACHE)
     data: DataLimits = DEFAULT_LIMITS
-    decoded_markets: int = 400_000  # rows of decoded markets kept to skip decoding them again
 
 
 @dataclass
@@ -68,7 +68,7 @@ class BatchProcessor:
         self.part_rows = limits.max_rows
         # Across batches: an unchanged snapshot in any stable byte order, and each market whose bytes did
         # not change, is decoded once.
-        self._decoder = ReusingDecoder(limits.data, markets=limits.decoded_markets)
+        self._decoder = ReusingDecoder(limits.decoded_markets, limits.data)
 
     def prepare(self, entries: list[Entry]) -> PreparedBatch:
         """Parse the batch and decode, before any transaction opens, what the Redis fingerprints say changed.

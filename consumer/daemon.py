@@ -65,8 +65,8 @@ class Daemon:
                 settings.max_entry_bytes,
                 settings.max_deliveries,
                 settings.batch_max_rows,
-                DataLimits(settings.max_markets, settings.max_outcomes),
                 settings.market_cache,
+                DataLimits(settings.max_markets, settings.max_outcomes),
             ),
         )
         self.memory = MemoryWatch(self.client, self.streams)

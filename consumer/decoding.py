@@ -42,9 +42,10 @@ _MARKET_KEYS = {"market", "specifier", "outcomes"}
 
 
 class ReusingDecoder:
-    # The defaults hold the current markets of 10,000 feeds of 40 (about 170 MB at the limit) and the
-    # payloads of a few batches' worth of feeds.
-    def __init__(self, limits: DataLimits = DEFAULT_LIMITS, snapshots: int = 50_000, markets: int = 400_000):
+    # markets: decoded market rows kept (ODDS_MARKET_CACHE; 400,000, the current markets of 10,000 feeds
+    # of 40, is about 170 MB at the limit). The default snapshots hold the payloads of a few batches' worth
+    # of feeds.
+    def __init__(self, markets: int, limits: DataLimits = DEFAULT_LIMITS, snapshots: int = 50_000):
         self._limits = limits
         self._snapshot_limit = snapshots
         self._market_limit = markets

@@ -58,7 +58,7 @@ class Writer:
         deadline_s: float,
         *,
         feed_id_cache: int,
-        market_cache: int = 400_000,
+        market_cache: int,
         application_name: str = "odds-consumer",
     ) -> None:
         self._url = psycopg_url(database_url)

@@ -13,7 +13,7 @@ from shared.wire import Decoded, InvalidEntry, decode_data
 from tests.fuzzing import DAMAGE, PAYLOADS, counted, damaged, new_example
 
 # One decoder for every example, so each one meets what the examples before left in its memory.
-DECODER = ReusingDecoder(snapshots=1000, markets=1000)
+DECODER = ReusingDecoder(markets=1000, snapshots=1000)
 
 
 def outcome(decode: object, data: bytes) -> Decoded | str:

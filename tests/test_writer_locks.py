@@ -35,7 +35,13 @@ def test_a_writer_that_waited_for_a_feed_lock_sees_the_snapshot_committed_meanwh
 ) -> None:
     # Given a feed stored with odds 2.0, and another transaction that holds its row lock while it stores
     # odds 2.5 as the feed's current snapshot
-    writer = Writer(database_url, deadline_s=30.0, feed_id_cache=1000, application_name="odds-lock-test")
+    writer = Writer(
+        database_url,
+        deadline_s=30.0,
+        feed_id_cache=1000,
+        market_cache=1000,
+        application_name="odds-lock-test",
+    )
     decode = memo_decoder(decode_data)
     writer.apply(parsed(entry(2.0, TS)), decode)
     newer = parsed(entry(2.5, TS + 1000))[0]
