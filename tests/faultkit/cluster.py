@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import socket
 import subprocess
@@ -11,9 +12,11 @@ from types import TracebackType
 
 import redis
 
-from consumer.localservers import free_port
+from consumer.localservers import RedisServer, free_port
 
 BUS_OFFSET = 10_000  # the cluster bus listens on the client port plus this
+# Each node is a RedisServer (started, checked ready and killed as every throwaway server is) with these.
+NODE_CONFIG = {"cluster-enabled": "yes", "cluster-config-file": "nodes.conf", "cluster-node-timeout": "2000"}
 
 
 def cluster_port() -> int:
@@ -32,66 +35,51 @@ def cluster_port() -> int:
 
 class LocalCluster:
     def __init__(self, workdir: Path, masters: int = 3, replicas: int = 0) -> None:
-        self._dir = workdir
-        self._count = masters * (1 + replicas)
+        self._nodes = [
+            RedisServer(workdir, port=cluster_port(), config=NODE_CONFIG)
+            for _ in range(masters * (1 + replicas))
+        ]
         self._replicas = replicas
-        self.ports: list[int] = []
-        self._procs: list[subprocess.Popen[bytes]] = []
+        self._stack = contextlib.ExitStack()
+
+    @property
+    def ports(self) -> list[int]:
+        return [node.port for node in self._nodes]
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.ports[0]}/0"
+        return self._nodes[0].url
 
     def __enter__(self) -> LocalCluster:
-        if shutil.which("redis-server") is None or shutil.which("redis-cli") is None:
-            raise RuntimeError("redis-server and redis-cli are needed for a local cluster")
+        if shutil.which("redis-cli") is None:
+            raise RuntimeError("redis-cli is needed to join a local cluster")
         try:
-            for _ in range(self._count):
-                port = cluster_port()
-                node = self._dir / f"node-{port}"
-                node.mkdir(parents=True)
-                self._procs.append(
-                    subprocess.Popen(
-                        ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--dir", str(node)]
-                        + ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
-                        + ["--cluster-node-timeout", "2000", "--save", "", "--appendonly", "no"],
-                        stdout=subprocess.DEVNULL,
-                        stderr=subprocess.DEVNULL,
-                    )
-                )
-                self.ports.append(port)
-            for port in self.ports:
-                self._wait(lambda p=port: redis.Redis(port=p).ping())
+            for node in self._nodes:
+                self._stack.enter_context(node)
             subprocess.run(
                 ["redis-cli", "--cluster", "create", *(f"127.0.0.1:{p}" for p in self.ports)]
                 + ["--cluster-replicas", str(self._replicas), "--cluster-yes"],
                 check=True,
                 capture_output=True,
             )
-            for port in self.ports:
-                self._wait(lambda p=port: redis.Redis(port=p).info("cluster")["cluster_enabled"] == 1)
-                self._wait(lambda p=port: redis.Redis(port=p).cluster("info")["cluster_state"] == "ok")
+            deadline = time.monotonic() + 20.0
+            while not all(_serving(port) for port in self.ports):
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the local cluster did not reach cluster_state:ok")
+                time.sleep(0.05)
         except BaseException:
-            self.__exit__(None, None, None)
+            self._stack.close()
             raise
         return self
 
     def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        for proc in self._procs:
-            proc.kill()
-            proc.wait()
+        self._stack.close()
 
-    @staticmethod
-    def _wait(ready: object, timeout_s: float = 20.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                if ready():  # type: ignore[operator]
-                    return
-            except redis.RedisError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("the local cluster did not come up")
-            time.sleep(0.05)
+
+def _serving(port: int) -> bool:
+    try:
+        return bool(redis.Redis(port=port).cluster("info")["cluster_state"] == "ok")
+    except redis.RedisError:
+        return False
