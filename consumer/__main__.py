@@ -29,7 +29,7 @@ from shared.cli import EXIT_REFUSED, EXIT_SETTINGS, add_connection_options, sett
 from shared.db import psycopg_url
 from shared.logs import configure, redact
 from shared.progress import Progress
-from shared.redis_client import connect, ensure_standalone
+from shared.redis_client import Client, connect, first_contact
 from shared.redis_errors import access_refused, what_to_fix
 from shared.settings import Settings, SettingsError
 from shared.shard_count import ShardCountMismatch, check, recorded
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         return history(args, settings)
     try:
         client = connect(settings.redis_url, settings.redis_timeout_s)
-        ensure_standalone(client)
+        first_contact(client)
         if args.command == "reshard":
             return reshard_command(args.to, settings, client)
         check(recorded(client, settings.keys), settings.keys)
@@ -93,7 +93,7 @@ def migrate(settings: Settings) -> int:
     return 0
 
 
-def status(args: argparse.Namespace, settings: Settings, client: redis.Redis) -> int:
+def status(args: argparse.Namespace, settings: Settings, client: Client) -> int:
     limits = Thresholds.from_env(
         high_water=settings.producer_high_water, **{name: getattr(args, name) for name in THRESHOLD_NAMES}
     )
@@ -102,7 +102,7 @@ def status(args: argparse.Namespace, settings: Settings, client: redis.Redis) ->
     return EXIT_UNHEALTHY if report.problems(limits) else 0
 
 
-def dlq(args: argparse.Namespace, settings: Settings, client: redis.Redis) -> int:
+def dlq(args: argparse.Namespace, settings: Settings, client: Client) -> int:
     letters = DeadLetters(client, settings.keys)
     selection = Selection(tuple(args.ids), args.reason)
     if args.action == "list":
@@ -139,7 +139,7 @@ def dlq(args: argparse.Namespace, settings: Settings, client: redis.Redis) -> in
     return 0
 
 
-def reshard_command(to: int, settings: Settings, client: redis.Redis) -> int:
+def reshard_command(to: int, settings: Settings, client: Client) -> int:
     try:
         done = reshard(client, settings.keys, to, settings.lease_ttl_ms)
     except (NotDrained, ValueError) as exc:

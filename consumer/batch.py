@@ -78,7 +78,10 @@ class BatchProcessor:
         """
         parsed, poison = parse(entries, self._limits.max_entry_bytes, self._limits.max_deliveries)
         decode = memo_decoder(self._decoder)
-        cached = self._streams.fingerprints(sorted({p.feed for p in parsed}))
+        feeds: dict[str, set[str]] = {}
+        for p in parsed:
+            feeds.setdefault(p.entry.stream, set()).add(p.feed)
+        cached = self._streams.fingerprints({stream: sorted(names) for stream, names in feeds.items()})
         rows = []
         for p in parsed:
             fp, ts = cached.get(p.feed, (None, -1))
@@ -133,9 +136,11 @@ class BatchProcessor:
             log.error("entry_trimmed_while_pending", stream=entry.stream, entry_id=entry.entry_id.decode())
         outcome.count("lost_trimmed", len(lost))
         poison = list(batch.poison)
+        stream_of = {p.feed: p.entry.stream for p in batch.parsed}
         for p in batch.plans:
             poison += p.poison
-            outcome.fingerprints.update(p.final)
+            for feed, value in p.final.items():
+                outcome.fingerprint(stream_of[feed], feed, value)
             outcome.count("changed", len(p.inserts))
             outcome.count("unchanged", p.unchanged)
             outcome.count("stale", len(p.stale))

@@ -28,7 +28,7 @@ from consumer.writer import Writer
 from shared.backoff import compute_backoff
 from shared.cli import EXIT_REFUSED, EXIT_SETTINGS
 from shared.memory import RedisMemory, read_memory
-from shared.redis_client import connect, ensure_standalone
+from shared.redis_client import connect, first_contact
 from shared.settings import Settings
 from shared.shard_count import ShardCountMismatch, settle
 from shared.trim import trim
@@ -215,7 +215,7 @@ class Daemon:
         """Before the first lease: a consumer set to another shard count than the producers' would leave
         shards unread (raises ShardCountMismatch; shared/shard_count.py)."""
         if not self.shard_count_settled:
-            ensure_standalone(self.client)
+            first_contact(self.client)
             settle(self.client, self.keys)
             self.shard_count_settled = True
 

@@ -23,6 +23,7 @@ import structlog
 
 from consumer.scripts import load
 from shared.keys import Keys
+from shared.redis_client import Client
 
 log = structlog.get_logger(__name__)
 
@@ -43,7 +44,7 @@ class Change(NamedTuple):
 
 
 class Leases:
-    def __init__(self, client: redis.Redis, keys: Keys, name: str, ttl_ms: int, stall_limit_s: float) -> None:
+    def __init__(self, client: Client, keys: Keys, name: str, ttl_ms: int, stall_limit_s: float) -> None:
         """stall_limit_s: renewal stops once the main loop has shown no sign of life for that long, so a
         hung consumer does not keep its shards for ever (a commit is bounded by the database deadline)."""
         self._client = client

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import time
 
-import redis
 import structlog
 
 from consumer.stream import ShardStreams
-from shared.memory import Growth, RedisMemory, eviction_risk, memory_from_info
+from shared.memory import Growth, RedisMemory, eviction_risk, read_memory
+from shared.redis_client import Client
 
 log = structlog.get_logger(__name__)
 
@@ -22,7 +22,7 @@ SAMPLED_FIELD = "memory_sampled_ms"
 
 
 class MemoryWatch:
-    def __init__(self, client: redis.Redis, streams: ShardStreams) -> None:
+    def __init__(self, client: Client, streams: ShardStreams) -> None:
         self._client = client
         self._streams = streams
         self.growth = Growth()
@@ -35,11 +35,8 @@ class MemoryWatch:
         if now < self._next_sample:
             return
         self._next_sample = now + SAMPLE_INTERVAL_S
-        pipe = self._client.pipeline(transaction=False)
-        pipe.info("memory")
-        pipe.time()
-        info, (seconds, micros) = pipe.execute()
-        self.last = memory_from_info(info)
+        self.last = read_memory(self._client)
+        seconds, micros = self._client.time()
         server_ms = int(seconds) * 1000 + int(micros) // 1000
         self.growth.sample(self.last.used_bytes, server_ms / 1000)
         self._streams.record_stats(

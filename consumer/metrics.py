@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from consumer.memory_watch import MemoryWatch
 from shared.backlog import group_backlog
 from shared.keys import Keys
+from shared.redis_client import Client
 
 OUTCOMES = ("changed", "unchanged", "stale", "duplicate", "dead_lettered", "lost_trimmed")
 RETRY_LABELS = tuple(
@@ -26,7 +27,7 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
 
 
 class ConsumerMetrics:
-    def __init__(self, client: redis.Redis, keys: Keys, memory: MemoryWatch, refresh_s: float = 5.0) -> None:
+    def __init__(self, client: Client, keys: Keys, memory: MemoryWatch, refresh_s: float = 5.0) -> None:
         self.registry = CollectorRegistry()
         self._client = client
         self._keys = keys

@@ -11,11 +11,15 @@ status as stray; the fingerprints are per feed and stay valid.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import redis
+from redis.cluster import RedisCluster
 
 from shared.backlog import group_backlog
+from shared.counters import TIME_SUFFIX, add_counters
 from shared.keys import Keys
+from shared.redis_client import Client
 from shared.shard_count import FIELD, existing_shards
 
 
@@ -30,31 +34,55 @@ class Resharded:
     deleted_streams: int
 
 
-def reshard(client: redis.Redis, keys: Keys, to: int, lease_ttl_ms: int) -> Resharded:
+def reshard(client: Client, keys: Keys, to: int, lease_ttl_ms: int) -> Resharded:
     """Record `to` as the shard count, after checking that nothing is left to do (raises NotDrained).
 
-    The streams are watched while they are checked: an entry published meanwhile aborts the change
-    rather than be deleted with the old streams.
+    On one server the streams are watched while they are checked: an entry published meanwhile aborts the
+    change rather than be deleted with the old streams. A Redis Cluster cannot watch keys of many slots
+    at once, and there the producers must be stopped, as the README says for every reshard.
     """
     if to < 1:
         raise ValueError("a shard count is at least 1")
     shards = existing_shards(client, keys)
-    with client.pipeline(transaction=True) as pipe:
-        pipe.watch(keys.meta, *(keys.shard(n) for n in shards))  # type: ignore[no-untyped-call]
-        _check_drained(pipe, keys, shards, lease_ttl_ms)
-        before = pipe.hget(keys.meta, FIELD)
-        pipe.multi()
+    recorded = client.hget(keys.meta, FIELD)
+    before = None if recorded is None else int(recorded)
+    # Shards the new count drops: their counters go to the shared hash, so totals still add up.
+    dropped = range(to, max([keys.shards, before or 0, *(n + 1 for n in shards)]))
+    if isinstance(client, RedisCluster):
+        _check_drained(client, keys, shards, dropped, lease_ttl_ms)
         for n in shards:
-            pipe.delete(keys.shard(n))
-        pipe.hset(keys.meta, FIELD, to)
-        try:
-            pipe.execute()
-        except redis.WatchError as exc:
-            raise NotDrained("entries were published while checking: stop the producers first") from exc
-    return Resharded(None if before is None else int(before), to, len(shards))
+            client.delete(keys.shard(n))
+        client.hset(keys.meta, FIELD, to)
+    else:
+        with client.pipeline(transaction=True) as pipe:
+            pipe.watch(keys.meta, *(keys.shard(n) for n in shards))  # type: ignore[no-untyped-call]
+            _check_drained(pipe, keys, shards, dropped, lease_ttl_ms)
+            pipe.multi()
+            for n in shards:
+                pipe.delete(keys.shard(n))
+            pipe.hset(keys.meta, FIELD, to)
+            try:
+                pipe.execute()
+            except redis.WatchError as exc:
+                raise NotDrained("entries were published while checking: stop the producers first") from exc
+    _fold_counters(client, keys, dropped)
+    return Resharded(before, to, len(shards))
 
 
-def _check_drained(client: redis.client.Pipeline, keys: Keys, shards: list[int], lease_ttl_ms: int) -> None:
+def _fold_counters(client: Client, keys: Keys, dropped: range) -> None:
+    for n in dropped:
+        counters = add_counters({}, cast(dict[bytes, bytes], client.hgetall(keys.shard_stats(n))))
+        for name, count in counters.items():
+            if name.endswith(TIME_SUFFIX):
+                client.hset(keys.stats, name, max(count, int(client.hget(keys.stats, name) or 0)))
+            else:
+                client.hincrby(keys.stats, name, count)
+        client.delete(keys.shard_stats(n), keys.fingerprints(n))
+
+
+def _check_drained(
+    client: Client | redis.client.Pipeline, keys: Keys, shards: list[int], dropped: range, lease_ttl_ms: int
+) -> None:
     seconds, micros = client.time()
     now_ms = int(seconds) * 1000 + int(micros) // 1000
     alive = client.zrange(keys.members, now_ms - lease_ttl_ms, "+inf", byscore=True)
@@ -67,4 +95,10 @@ def _check_drained(client: redis.client.Pipeline, keys: Keys, shards: list[int],
             raise NotDrained(
                 f"shard {n} has {undelivered} entries not yet read and {pending} pending: stop the "
                 "producers and let the consumers drain it first"
+            )
+    for n in dropped:
+        if client.xlen(keys.dead(n)):
+            raise NotDrained(
+                f"shard {n}, which the new count drops, keeps dead letters: replay or purge them first "
+                "(consumer dlq)"
             )

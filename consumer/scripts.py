@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from importlib.resources import files
 
-import redis
 from redis.commands.core import Script
 
+from shared.redis_client import Client
 from shared.redis_errors import remember_script
 
 
-def load(client: redis.Redis, name: str) -> Script:
+def load(client: Client, name: str) -> Script:
     """Register consumer/lua/NAME.lua; redis-py loads it again by itself when Redis answers NOSCRIPT."""
     source = (files("consumer") / "lua" / f"{name}.lua").read_text()
     remember_script(f"consumer/lua/{name}.lua", source)

@@ -12,15 +12,16 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, cast
 
 import psycopg
-import redis
 
 from consumer.memory_watch import GROWTH_FIELD, SAMPLED_FIELD
 from shared.backlog import PAGE, RawEntry, count_below, undelivered
+from shared.counters import read_totals
 from shared.db import psycopg_url
 from shared.keys import Keys
 from shared.logs import redact
 from shared.memory import Growth, RedisMemory, eviction_risk, read_memory
 from shared.paging import pages
+from shared.redis_client import Client
 from shared.shard_count import existing_shards
 from shared.stream_ids import format_id, next_id, stream_id
 from shared.trim import safe_trim_point
@@ -235,7 +236,7 @@ class Status:
         }
 
 
-def collect(client: redis.Redis, keys: Keys, database_url: str | None = None) -> Status:
+def collect(client: Client, keys: Keys, database_url: str | None = None) -> Status:
     """Read the pipeline's state from Redis, and the feed count from Postgres when a URL is given."""
     seconds, micros = client.time()
     status = Status(now_ms=int(seconds) * 1000 + int(micros) // 1000)
@@ -266,9 +267,13 @@ def collect(client: redis.Redis, keys: Keys, database_url: str | None = None) ->
     for n in existing_shards(client, keys):
         if n >= keys.shards:
             status.stray_shards[n] = int(client.xlen(keys.shard(n)))
-    status.dead_letters = int(client.xlen(keys.dead))
-    status.fingerprints = int(client.hlen(keys.fingerprints))
-    status.counters = {_text(k): int(v) for k, v in client.hgetall(keys.stats).items()}
+    pipe = client.pipeline(transaction=False)
+    for n in range(keys.shards):
+        pipe.xlen(keys.dead(n))
+        pipe.hlen(keys.fingerprints(n))
+    sizes = [int(size) for size in pipe.execute()]
+    status.dead_letters, status.fingerprints = sum(sizes[0::2]), sum(sizes[1::2])
+    status.counters = read_totals(client, keys)
     status.last_commit_ms = status.counters.pop("last_commit_ms", None)
     status.memory = read_memory(client)
     growth = status.counters.pop(GROWTH_FIELD, None)
@@ -284,7 +289,7 @@ def collect(client: redis.Redis, keys: Keys, database_url: str | None = None) ->
 
 
 def _group(
-    client: redis.Redis,
+    client: Client,
     stream: str,
     info: dict[str, Any],
     length: int,

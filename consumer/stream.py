@@ -9,11 +9,13 @@ from typing import Any
 
 import redis
 import structlog
+from redis.cluster import RedisCluster
 from redis.typing import EncodableT, FieldT
 
 from consumer.plan import Entry, Poison
 from consumer.scripts import load
 from shared.keys import Keys
+from shared.redis_client import Client
 
 log = structlog.get_logger(__name__)
 
@@ -30,11 +32,13 @@ class ReadResult:
 
 @dataclass
 class Outcome:
-    """What a processed batch leaves behind in Redis, written in one MULTI after the Postgres commit."""
+    """What a processed batch leaves behind in Redis after the Postgres commit: per shard stream, in one
+    step each (consumer/lua/finish.lua)."""
 
     acks: dict[str, list[bytes]] = field(default_factory=dict)
     dead: list[Poison] = field(default_factory=list)
-    fingerprints: dict[str, tuple[bytes, int]] = field(default_factory=dict)
+    # shard stream -> feed -> (fingerprint, capture ms): kept with the shard the feed's entries came from
+    fingerprints: dict[str, dict[str, tuple[bytes, int]]] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
 
     def ack(self, entries: Iterable[Entry]) -> None:
@@ -45,9 +49,12 @@ class Outcome:
         if n:
             self.counts[name] = self.counts.get(name, 0) + n
 
+    def fingerprint(self, stream: str, feed: str, value: tuple[bytes, int]) -> None:
+        self.fingerprints.setdefault(stream, {})[feed] = value
+
 
 class ShardStreams:
-    def __init__(self, client: redis.Redis, keys: Keys, consumer: str) -> None:
+    def __init__(self, client: Client, keys: Keys, consumer: str) -> None:
         self._client = client
         self._keys = keys
         self.consumer = consumer
@@ -76,39 +83,58 @@ class ShardStreams:
         ordered = sorted(shards)
         self._turn = (self._turn + 1) % len(ordered)
         order = ordered[self._turn :] + ordered[: self._turn]
-        keys: list[str] = []
-        for n in order:
-            keys += [self._keys.lease(n), self._keys.shard(n)]
+        budget, taken = max_bytes, 0
         try:
-            reply = self._read(
-                keys=keys,
-                args=[
+            for call in self._calls(order):
+                if taken and budget < max_entry_bytes:
+                    break  # the shards left are neither drained nor lost: the next read starts with them
+                keys: list[str] = []
+                for n in call:
+                    keys += [self._keys.lease(n), self._keys.shard(n)]
+                args: list[EncodableT] = [
                     self.consumer,
                     self._keys.group,
                     count,
-                    max_bytes,
+                    budget,
                     max_entry_bytes,
-                    *(shards[n] for n in order),
-                ],
-            )
+                    taken,
+                ]
+                reply = self._read(keys=keys, args=[*args, *(shards[n] for n in call)])
+                for n, (stream, held, raw_entries, unread) in zip(call, reply):
+                    if not held:
+                        result.lost_leases.add(n)
+                        continue
+                    entries = [_entry(stream.decode(), raw) for raw in raw_entries]
+                    budget -= sum(_size(raw) for raw in raw_entries)
+                    taken += len(entries)
+                    if shards[n] == OWN_HISTORY:
+                        if not entries and not unread:
+                            result.drained_history.add(n)
+                        entries = self._with_deliveries(entries)
+                    result.entries += entries
         except redis.ResponseError as exc:
             if "NOGROUP" not in str(exc):
                 raise
             # Redis lost the stream or the group (restart without persistence): recreate and read again.
             log.warning("consumer_group_missing_recreating", error=str(exc))
             self.ensure_groups()
-            return result
-        for n, (stream, held, raw_entries, unread) in zip(order, reply):
-            if not held:
-                result.lost_leases.add(n)
-                continue
-            entries = [_entry(stream.decode(), raw) for raw in raw_entries]
-            if shards[n] == OWN_HISTORY:
-                if not entries and not unread:
-                    result.drained_history.add(n)
-                entries = self._with_deliveries(entries)
-            result.entries += entries
         return result
+
+    def _calls(self, order: list[int]) -> list[list[int]]:
+        """The shards, in order, cut into the groups one script call may read together: all of them on one
+        server; on a Redis Cluster those whose keys share a slot (a script may touch one slot only)."""
+        if not isinstance(self._client, RedisCluster):
+            return [order]
+        calls: list[list[int]] = []
+        slots: list[int] = []
+        for n in order:
+            slot = self._client.keyslot(self._keys.shard(n))  # type: ignore[no-untyped-call]
+            if calls and slots[-1] == slot:
+                calls[-1].append(n)
+            else:
+                calls.append([n])
+                slots.append(slot)
+        return calls
 
     def claim_pending(self, n: int) -> tuple[int, list[bytes]]:
         """Move every entry of shard n that others hold pending into ours, sweeping the cursor to 0-0.
@@ -162,33 +188,51 @@ class ShardStreams:
         me = self.consumer.encode()
         return sum(int(c["pending"]) for c in summary.get("consumers") or [] if c["name"] != me)
 
-    def fingerprints(self, feeds: list[str]) -> dict[str, tuple[bytes, int]]:
-        if not feeds:
+    def fingerprints(self, feeds: Mapping[str, Iterable[str]]) -> dict[str, tuple[bytes, int]]:
+        """The stored fingerprints of feeds, given per shard stream: one round trip per server."""
+        asked = [(stream, list(names)) for stream, names in feeds.items() if names]
+        if not asked:
             return {}
-        values = self._client.hmget(self._keys.fingerprints, feeds)
-        return {f: decode_fingerprint(v) for f, v in zip(feeds, values) if isinstance(v, bytes)}
+        pipe = self._client.pipeline(transaction=False)
+        for stream, names in asked:
+            pipe.hmget(self._keys.fingerprints(self._keys.shard_number(stream)), names)
+        found: dict[str, tuple[bytes, int]] = {}
+        for (_, names), values in zip(asked, pipe.execute(), strict=True):
+            found.update((f, decode_fingerprint(v)) for f, v in zip(names, values) if isinstance(v, bytes))
+        return found
 
     def finish(self, outcome: Outcome) -> None:
-        """Record fingerprints, dead letters, counters and acknowledgements in one atomic step.
+        """Record fingerprints, dead letters, counters and acknowledgements, one atomic step per shard.
 
-        This runs only after the Postgres commit, as one script (consumer/lua/finish.lua says why).
+        This runs only after the Postgres commit (consumer/lua/finish.lua says why). The batch's counters
+        go with its first shard's step; a step that acknowledges nothing (its reply was lost, and this is
+        the bookkeeping sent again) adds none, so nothing is counted twice. A crash between two shards'
+        steps leaves the later shards' entries pending: redelivered, and recognised as applied.
         """
-        streams = list(outcome.acks)
-        letters = [self._dead_letter(poison) for poison in outcome.dead]
-        args: list[EncodableT] = [self._keys.group, len(outcome.fingerprints), len(letters)]
-        args += [len(outcome.counts), *(len(outcome.acks[s]) for s in streams)]
-        for feed, (fp, ts) in outcome.fingerprints.items():
-            args += [feed, encode_fingerprint(fp, ts)]
-        key_index = {stream: 4 + i for i, stream in enumerate(streams)}  # KEYS[4..] in Lua's counting
-        for poison, letter in zip(outcome.dead, letters, strict=True):
-            args += [key_index[poison.entry.stream], poison.entry.entry_id, len(letter)]
-            for name, value in letter.items():
-                args += [name, value]
-        for name, n in outcome.counts.items():
-            args += [name, n]
-        for stream in streams:
-            args += outcome.acks[stream]
-        self._finish(keys=[self._keys.fingerprints, self._keys.dead, self._keys.stats, *streams], args=args)
+        letters: dict[str, list[tuple[Poison, dict[FieldT, EncodableT]]]] = {}
+        for poison in outcome.dead:
+            letters.setdefault(poison.entry.stream, []).append((poison, self._dead_letter(poison)))
+        counts = outcome.counts
+        for stream in sorted(outcome.acks):
+            n = self._keys.shard_number(stream)
+            ids, prints, dead = (
+                outcome.acks[stream],
+                outcome.fingerprints.get(stream, {}),
+                letters.get(stream, []),
+            )
+            args: list[EncodableT] = [self._keys.group, len(prints), len(dead), len(counts), len(ids)]
+            for feed, (fp, ts) in prints.items():
+                args += [feed, encode_fingerprint(fp, ts)]
+            for poison, letter in dead:
+                args += [poison.entry.entry_id, len(letter)]
+                for name, value in letter.items():
+                    args += [name, value]
+            for name, count in counts.items():
+                args += [name, count]
+            args += ids
+            keys = [self._keys.fingerprints(n), self._keys.dead(n), self._keys.shard_stats(n), stream]
+            self._finish(keys=keys, args=args)
+            counts = {}
 
     def record_stats(self, increments: Mapping[str, int], values: Mapping[str, int] | None = None) -> None:
         """Add to counters and set fields of the counters hash, also on a full Redis."""
@@ -226,6 +270,11 @@ class ShardStreams:
         )
         counts = {row["message_id"]: int(row["times_delivered"]) for row in rows}
         return [Entry(e.stream, e.entry_id, e.fields, counts.get(e.entry_id, e.deliveries)) for e in entries]
+
+
+def _size(raw: list[Any]) -> int:
+    """An entry's field names and values in bytes, as read.lua counts them against the budget."""
+    return sum(len(part) for part in raw[1]) if len(raw) > 1 and raw[1] else 0
 
 
 def _entry(stream: str, raw: list[Any]) -> Entry:

@@ -25,7 +25,7 @@ from redis.retry import Retry
 from producer.core import HARD_CAP_COMMANDS, DeliveryReport, PublishCore, PublishRefused, PublishResult
 from shared.keys import Keys
 from shared.memory import memory_from_info
-from shared.redis_client import connect
+from shared.redis_client import Client, connect
 from shared.settings import Settings
 from shared.trim import enforce_hard_cap
 from shared.wire import Snapshot
@@ -48,7 +48,7 @@ class AsyncPublisher:
         buffer_limit: int = 100_000,
         high_water: float = 0.8,
         hard_cap: int = 1_000_000,
-        hard_cap_client: redis.Redis | None = None,
+        hard_cap_client: Client | None = None,
         on_delivery: DeliveryReport | None = None,
     ) -> None:
         self._client = client

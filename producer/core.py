@@ -43,6 +43,8 @@ MEMORY_RECHECK_S = 1.0
 ENTRY_OVERHEAD_BYTES = 64  # an entry's id and field names in the stream, on top of its values
 
 
+ASYNC_ON_CLUSTER = "the asyncio publisher talks to one server only: publish to a cluster with Publisher"
+
 # What a refusal of the hard cap's commands means (see the producer_hard_cap setting).
 HARD_CAP_COMMANDS = (
     "ODDS_PRODUCER_HARD_CAP=1: enforcing the hard cap needs XLEN, XINFO GROUPS, XPENDING and XTRIM; set it "
@@ -201,11 +203,12 @@ class PublishCore:
         return len(sent)
 
     def check_standalone(self, info: Mapping[str, object]) -> None:
-        """Before anything is written: a node of a Redis Cluster would take some entries and redirect
-        others (MOVED), so it is refused at once. info is the `INFO cluster` reply, empty when the
-        producer's user may not run INFO (a cluster then still shows, by its MOVED replies)."""
+        """For the asyncio publisher, before anything is written: it talks to one server, and a node of a
+        Redis Cluster would take some entries and redirect others (MOVED), so it is refused at once. info
+        is the `INFO cluster` reply, empty when the producer's user may not run INFO (a cluster then still
+        shows, by its MOVED replies)."""
         if cluster_enabled(info):
-            raise PublishRefused(what_to_fix(ClusterUnsupported(), "producer"))
+            raise PublishRefused(what_to_fix(ClusterUnsupported(ASYNC_ON_CLUSTER), "producer"))
 
     def shard_count_commands(self, pipe: PipelineT) -> PipelineT:
         """Queue recording our shard count (unless one is recorded) and reading the recorded one."""

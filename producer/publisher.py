@@ -13,11 +13,13 @@ from collections.abc import Iterable
 
 import redis
 
-from producer.core import HARD_CAP_COMMANDS, DeliveryReport, PublishCore, PublishResult
+from producer.core import HARD_CAP_COMMANDS, DeliveryReport, PublishCore, PublishRefused, PublishResult
 from shared.backlog import group_backlog
+from shared.counters import read_totals
 from shared.keys import Keys
 from shared.memory import read_memory
-from shared.redis_client import connect
+from shared.redis_client import Client, connect, first_contact
+from shared.redis_errors import ClusterUnsupported, what_to_fix
 from shared.settings import Settings
 from shared.trim import enforce_hard_cap
 from shared.wire import Snapshot
@@ -26,7 +28,7 @@ from shared.wire import Snapshot
 class Publisher:
     def __init__(
         self,
-        client: redis.Redis,
+        client: Client,
         keys: Keys,
         buffer_limit: int = 100_000,
         hard_cap: int | None = None,
@@ -113,11 +115,11 @@ class Publisher:
         return sent
 
     def _first_contact(self) -> bool:
-        """The checks before the first entry goes: not a cluster node, and the same shard count."""
+        """The checks before the first entry goes: the right client for the server, the same shard count."""
         try:
-            self.core.check_standalone(self._client.info("cluster"))
-        except redis.ResponseError:
-            self.core.check_standalone({})  # INFO refused, or unknown to a Redis-compatible server
+            first_contact(self._client)
+        except ClusterUnsupported as exc:
+            raise PublishRefused(what_to_fix(exc, "producer")) from exc
         commands = self.core.shard_count_commands(self._client.pipeline(transaction=False))
         return self.core.shard_count_replies(commands.execute(raise_on_error=False), time.monotonic())
 
@@ -127,11 +129,15 @@ class Publisher:
         For progress lines; empty while Redis is unreachable.
         """
         try:
-            counters = self._client.hmget(self._keys.stats, ["changed", "unchanged", "dead_lettered"])
+            counters = read_totals(self._client, self._keys)
             backlog = sum(
                 sum(group_backlog(self._client, s, self._keys.group)) for s in self._keys.all_shards()
             )
         except redis.RedisError:
             return {}
-        written, confirmed, dead = (int(v or 0) for v in counters)
-        return {"written": written, "confirmed": confirmed, "dead_lettered": dead, "backlog": backlog}
+        return {
+            "written": counters.get("changed", 0),
+            "confirmed": counters.get("unchanged", 0),
+            "dead_lettered": counters.get("dead_lettered", 0),
+            "backlog": backlog,
+        }

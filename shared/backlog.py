@@ -9,20 +9,19 @@ from __future__ import annotations
 
 from typing import cast
 
-import redis
-
+from shared.redis_client import Client
 from shared.stream_ids import StreamId, format_id, next_id, stream_id
 
 RawEntry = tuple[bytes, dict[bytes, bytes]]
 PAGE = 1000
 
 
-def undelivered(client: redis.Redis, stream: str, last_delivered: StreamId, length: int) -> int:
+def undelivered(client: Client, stream: str, last_delivered: StreamId, length: int) -> int:
     """Entries after the last-delivered id: not read by any consumer of the group yet."""
     return max(0, length - count_below(client, stream, next_id(last_delivered), length))
 
 
-def group_backlog(client: redis.Redis, stream: str, group: str) -> tuple[int, int]:
+def group_backlog(client: Client, stream: str, group: str) -> tuple[int, int]:
     """(pending, undelivered) of a group on a stream.
 
     A group not created yet has everything still to do: consumers create it from id 0.
@@ -36,7 +35,7 @@ def group_backlog(client: redis.Redis, stream: str, group: str) -> tuple[int, in
     return 0, length
 
 
-def count_below(client: redis.Redis, stream: str, pivot: StreamId, length: int) -> int:
+def count_below(client: Client, stream: str, pivot: StreamId, length: int) -> int:
     """How many entries have an id below pivot, reading only the shorter side of it.
 
     Pages are read from both ends in turn and the first side to run out gives the answer, so the cost is

@@ -25,6 +25,12 @@ def glob_escape(text: str) -> str:
 
 @dataclass(frozen=True)
 class Keys:
+    """Key names. What belongs to one shard shares the shard stream's name as a hash tag, so that on a Redis
+    Cluster a shard's stream, lease, fingerprints, counters and dead letters sit in one slot, where its
+    scripts can touch them together. The stream itself keeps its plain name ("odds:snapshots:3" and
+    "{odds:snapshots:3}:stats" hash alike), so a scraper still publishes with a plain XADD to it.
+    """
+
     stream: str
     group: str
     shards: int
@@ -35,34 +41,52 @@ class Keys:
     def all_shards(self) -> list[str]:
         return [self.shard(n) for n in range(self.shards)]
 
+    def shard_number(self, shard_stream: str) -> int:
+        """n of the shard stream "{stream}:{n}"."""
+        return int(shard_stream.rpartition(":")[2])
+
     @property
     def shard_pattern(self) -> str:
         """A SCAN pattern for every shard stream, also those beyond the configured count."""
         return f"{glob_escape(self.stream)}:[0-9]*"
 
     @property
+    def patterns(self) -> tuple[str, str]:
+        """SCAN patterns that together match every key of this stream name: to list or delete them all."""
+        return f"{glob_escape(self.stream)}:*", f"{{{glob_escape(self.stream)}:*"
+
+    def _of_shard(self, n: int, name: str) -> str:
+        return f"{{{self.shard(n)}}}:{name}"
+
+    def lease(self, n: int) -> str:
+        return self._of_shard(n, f"lease:{self.group}")
+
+    def dead(self, n: int) -> str:
+        """Shard n's dead letters: written in the same step as the acknowledgement of their entries."""
+        return self._of_shard(n, "dead")
+
+    def fingerprints(self, n: int) -> str:
+        """Fingerprints of the feeds of shard n."""
+        return self._of_shard(n, "fingerprints")
+
+    def shard_stats(self, n: int) -> str:
+        """The consumers' counters of shard n, added in the step that acknowledges what they count."""
+        return self._of_shard(n, "stats")
+
+    @property
     def meta(self) -> str:
         """What is recorded with the streams: the shard count (shared/shard_count.py)."""
         return f"{self.stream}:meta"
 
-    def lease(self, n: int) -> str:
-        return f"{self.stream}:lease:{self.group}:{n}"
-
     @property
-    def dead(self) -> str:
-        return f"{self.stream}:dead"
-
-    @property
-    def fingerprints(self) -> str:
-        return f"{self.stream}:fingerprints"
+    def stats(self) -> str:
+        """Counters not tied to one shard: entries published, entries lost to trimming, memory estimates.
+        Totals add these and every shard's (shared/counters.py)."""
+        return f"{self.stream}:stats"
 
     @property
     def members(self) -> str:
         return f"{self.stream}:members:{self.group}"
-
-    @property
-    def stats(self) -> str:
-        return f"{self.stream}:stats"
 
     @property
     def starts(self) -> str:

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import redis
+from shared.redis_client import Client, on_each_server
 
 SAFE_POLICY = "noeviction"
 # Everything the pipeline keeps in Redis has no TTL except the shard leases.
@@ -60,8 +60,11 @@ def memory_from_info(info: Mapping[str, Any]) -> RedisMemory:
     return RedisMemory(int(info["used_memory"]), int(info["maxmemory"]), str(info["maxmemory_policy"]))
 
 
-def read_memory(client: redis.Redis) -> RedisMemory:
-    return memory_from_info(client.info("memory"))
+def read_memory(client: Client) -> RedisMemory:
+    """The memory of the server that holds keys, or of the cluster master closest to full: a backlog
+    grows on the masters of its shards, and the first one full refuses the producers' entries."""
+    readings = on_each_server(client, lambda server: memory_from_info(server.info("memory")))
+    return max(readings, key=lambda m: (m.share or 0.0, m.used_bytes))
 
 
 class Growth:

@@ -29,19 +29,16 @@ _PASSING_REPLIES = ("LOADING", "BUSY", "TRYAGAIN", "MASTERDOWN", "CLUSTERDOWN")
 
 
 class ClusterUnsupported(redis.RedisError):
-    """REDIS_URL names a node of a Redis Cluster: every shard's keys would have to share a hash slot,
-    and reads and bookkeeping that span shards would be refused (CROSSSLOT) or redirected (MOVED)."""
+    """A client that talks to one server met a node of a Redis Cluster: some commands would work on that
+    node and others be redirected (MOVED) or refused (CROSSSLOT)."""
 
-    def __init__(self) -> None:
-        super().__init__(
-            "REDIS_URL names a node of a Redis Cluster, which this version does not support yet: point it "
-            "at a standalone Redis server (README, Scaling out)"
-        )
+    def __init__(self, what: str = "this process connected with a single server's client") -> None:
+        super().__init__(f"REDIS_URL names a node of a Redis Cluster, but {what}")
 
 
 def _from_a_cluster(exc: redis.RedisError) -> bool:
     """Replies only a cluster gives: a key lives on another node (MOVED, ASK; redis-py raises them as
-    their own types), or one call spans hash slots (CROSSSLOT)."""
+    their own types, and a cluster client follows them itself), or one call spans hash slots (CROSSSLOT)."""
     cluster_types = (ClusterUnsupported, redis.exceptions.MovedError, redis.exceptions.AskError)
     return isinstance(exc, cluster_types) or str(exc).startswith("CROSSSLOT")
 
@@ -121,8 +118,10 @@ def describe(exc: redis.RedisError) -> str:
 
 def what_to_fix(exc: redis.RedisError, who: str, url_variable: str = "REDIS_URL") -> str:
     """One line for a refusal: what Redis said (it names a missing command), and where to fix it."""
+    if isinstance(exc, ClusterUnsupported):
+        return f"Redis refused the {who}: {exc}"
     if _from_a_cluster(exc):
-        return f"Redis refused the {who}: {ClusterUnsupported()}"
+        return f"Redis refused the {who}: {ClusterUnsupported()} ({type(exc).__name__}: {exc})"
     in_script = _refused_in_script(str(exc))
     if isinstance(exc, redis.exceptions.NoPermissionError) or str(exc).startswith(_SCRIPT_REFUSED):
         return (

@@ -102,6 +102,9 @@ class Settings:
             raise SettingsError("max_outcomes must be at least 3")
         if not 0 < self.producer_high_water <= 1:
             raise SettingsError("producer_high_water is a share of maxmemory: above 0, at most 1")
+        if "{" in self.stream or "}" in self.stream:
+            # A brace would make part of the name a hash tag, and a shard's keys could land in other slots.
+            raise SettingsError("stream must not contain { or }")
         if self.lease_ttl_ms < 1000:
             # Renewal runs every quarter of the TTL: a shorter one would lapse on a slow network round trip.
             raise SettingsError("lease_ttl_ms must be at least 1000")

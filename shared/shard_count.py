@@ -13,6 +13,7 @@ import re
 import redis
 
 from shared.keys import Keys
+from shared.redis_client import Client
 
 FIELD = "shards"
 
@@ -22,7 +23,7 @@ class ShardCountMismatch(Exception):
     is unreadable. A person must fix the setting: no retry helps."""
 
 
-def recorded(client: redis.Redis, keys: Keys) -> int | None:
+def recorded(client: Client, keys: Keys) -> int | None:
     """The recorded shard count, or None when no process has recorded one yet."""
     return parse(keys, client.hget(keys.meta, FIELD))
 
@@ -47,7 +48,7 @@ def check(found: int | None, keys: Keys) -> None:
         )
 
 
-def existing_shards(client: redis.Redis, keys: Keys) -> list[int]:
+def existing_shards(client: Client, keys: Keys) -> list[int]:
     """The shard numbers whose stream exists in Redis, whatever the setting says (SCAN, never KEYS)."""
     pattern = re.compile(re.escape(keys.stream) + r":(\d+)")
     found = set()
@@ -58,7 +59,7 @@ def existing_shards(client: redis.Redis, keys: Keys) -> list[int]:
     return sorted(found)
 
 
-def settle(client: redis.Redis, keys: Keys) -> None:
+def settle(client: Client, keys: Keys) -> None:
     """For a consumer at start: compare its count with the record, or record it.
 
     Raises ShardCountMismatch when the record differs, or when nothing is recorded yet but shard streams

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import redis
 import structlog
 
+from shared.redis_client import Client
 from shared.stream_ids import stream_id
 
 log = structlog.get_logger(__name__)
@@ -23,7 +23,7 @@ class TrimResult:
     forced: int  # unacknowledged entries deleted to hold the hard cap: data loss
 
 
-def safe_trim_point(client: redis.Redis, stream: str) -> tuple[int, int] | None:
+def safe_trim_point(client: Client, stream: str) -> tuple[int, int] | None:
     """The lowest id still needed by some group; None when no group reads the stream (keep everything)."""
     groups = client.xinfo_groups(stream)
     if not groups:
@@ -40,7 +40,7 @@ def safe_trim_point(client: redis.Redis, stream: str) -> tuple[int, int] | None:
     return min(points)
 
 
-def trim(client: redis.Redis, stream: str, hard_cap: int) -> TrimResult:
+def trim(client: Client, stream: str, hard_cap: int) -> TrimResult:
     """Delete what every group has acknowledged; then, past the hard cap, the oldest entries regardless.
 
     The caller records `forced` in the loss counters, through whatever path it writes counters by.
@@ -62,7 +62,7 @@ def trim(client: redis.Redis, stream: str, hard_cap: int) -> TrimResult:
     return TrimResult(acknowledged, forced)
 
 
-def enforce_hard_cap(client: redis.Redis, streams: list[str], hard_cap: int, stats_key: str) -> int:
+def enforce_hard_cap(client: Client, streams: list[str], hard_cap: int, stats_key: str) -> int:
     """The producers' guard for when consumers are gone for good: trim each shard past the hard cap."""
     pipe = client.pipeline(transaction=False)
     for stream in streams:

@@ -106,7 +106,9 @@ def settings(redis_url: str, database_url: str, db: object) -> Iterator[Settings
         consumer="test-consumer",
     )
     client = redis.Redis.from_url(redis_url)
-    keys = list(client.scan_iter(match=f"{stream}:*", count=1000))
+    keys = [
+        k for pattern in Keys(stream, "", 0).patterns for k in client.scan_iter(match=pattern, count=1000)
+    ]
     if keys:
         client.delete(*keys)
 

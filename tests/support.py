@@ -10,17 +10,19 @@ import time
 import redis
 
 from consumer.daemon import Daemon
+from consumer.dlq import DeadLetters
 from consumer.plan import Entry, Poison
 from consumer.status import collect
 from consumer.stream import Outcome, ShardStreams
+from shared.counters import read_totals
 from shared.keys import Keys
-from shared.redis_client import connect
+from shared.redis_client import Client, connect
 from shared.settings import Settings
 
-OPEN_CLIENTS: list[redis.Redis] = []
+OPEN_CLIENTS: list[Client] = []
 
 
-def fail_fast_client(url: str, timeout_s: float = 0.5) -> redis.Redis:
+def fail_fast_client(url: str, timeout_s: float = 0.5) -> Client:
     """The project's own client (no hidden retries), so a test sees the first failure; closed after it."""
     client = connect(url, timeout_s)
     OPEN_CLIENTS.append(client)
@@ -64,7 +66,25 @@ def dead_letter(
     outcome.ack([entry])
     streams.finish(outcome)
     client.xdel(stream, added)
-    return client.xrevrange(keys.dead, count=1)[0][0].decode()
+    return f"0/{client.xrevrange(keys.dead(0), count=1)[0][0].decode()}"
+
+
+def dead_letters(client: Client, keys: Keys) -> list[tuple[bytes, dict[bytes, bytes]]]:
+    """Every shard's dead letters as (id in its shard's stream, fields), oldest first."""
+    return [(letter.entry_id.encode(), letter.fields) for letter in DeadLetters(client, keys).scan()]
+
+
+def counters(client: Client, keys: Keys) -> dict[str, int]:
+    """The pipeline's counters, summed over the shards."""
+    return read_totals(client, keys)
+
+
+def fingerprints(client: Client, keys: Keys) -> dict[bytes, bytes]:
+    """Every shard's fingerprints, feed -> stored value."""
+    found: dict[bytes, bytes] = {}
+    for n in range(keys.shards):
+        found.update(client.hgetall(keys.fingerprints(n)))  # type: ignore[arg-type]
+    return found
 
 
 def backlog(client: redis.Redis, keys: Keys) -> int:

@@ -25,7 +25,7 @@ from shared.redis_client import connect
 from shared.settings import Settings
 from tests.history import compare, expected_history, stored_history
 from tests.secure import STREAM, TEST_ADMIN, RedisUsers, redis_with_users, run_cli
-from tests.support import env_for, start_consumer, wait_until_drained
+from tests.support import dead_letters, env_for, start_consumer, wait_until_drained
 
 TS = 1_795_000_000_000
 Conn = psycopg.Connection[tuple[object, ...]]
@@ -79,7 +79,7 @@ def test_the_pipeline_runs_through_the_three_users_and_none_is_refused_anything(
         listed = run_cli("consumer", ["dlq", "list", "--json"], operator)
         replayed = run_cli("consumer", ["dlq", "replay", "--all"], operator)
         wait_until_drained(admin, keys)
-        again = int(admin.xlen(keys.dead))
+        again = int(len(dead_letters(admin, keys)))
         purged = run_cli("consumer", ["dlq", "purge", "--all", "--yes"], operator)
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=30)
@@ -224,7 +224,8 @@ def test_operator_commands_refused_say_so_in_one_line_and_exit(
     words: str,
 ) -> None:
     # Given an operator command run with a user that may not, or with a wrong password
-    letter = admin.xadd(f"{STREAM}:dead", {"dead_reason": "test"}).decode()
+    keys = users.settings(settings, "operator").keys
+    letter = f"0/{admin.xadd(keys.dead(0), {'dead_reason': 'test'}).decode()}"
     env = env_for(users.settings(settings, user, password))
     # When it runs, then it prints one line naming what is missing and exits with the refusal code
     result = run_cli("consumer", [arg.format(id=letter) for arg in args], env)

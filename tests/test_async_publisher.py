@@ -31,7 +31,7 @@ def cycle(n: int, ts: int) -> list[Snapshot]:
 def keys(client: redis.Redis) -> Iterator[Keys]:
     keys = Keys(f"test:{uuid.uuid4().hex[:12]}", "odds-writers", 3)
     yield keys
-    stale = list(client.scan_iter(match=f"{keys.stream}:*"))
+    stale = [k for pattern in keys.patterns for k in client.scan_iter(match=pattern)]
     if stale:
         client.delete(*stale)
 

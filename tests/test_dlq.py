@@ -12,7 +12,7 @@ from consumer.dlq import DeadLetters, Selection
 from shared.keys import Keys, shard_of
 from shared.settings import Settings
 from shared.wire import Market, Snapshot, encode
-from tests.support import connection_flags, dead_letter
+from tests.support import connection_flags, counters, dead_letter, dead_letters
 
 
 def snapshot_fields(event: str, bookmaker: str = "sportybet") -> dict[bytes, bytes]:
@@ -59,8 +59,8 @@ def test_replay_puts_the_entry_back_on_its_feeds_shard_without_dead_fields(
         shard = keys.shard(shard_of(event, "sportybet", keys.shards))
         found = [f for _, f in client.xrange(shard) if f[b"event"] == event.encode()]
         assert found == [snapshot_fields(event)]
-    assert client.xlen(keys.dead) == 0
-    assert int(client.hget(keys.stats, "replayed") or 0) == len(events)
+    assert len(dead_letters(client, keys)) == 0
+    assert counters(client, keys).get("replayed", 0) == len(events)
 
 
 def test_replaying_the_same_dead_letter_twice_publishes_it_once(client: redis.Redis, keys: Keys) -> None:
@@ -110,7 +110,7 @@ def test_purge_asks_first_and_deletes_only_the_selection(
     ids = [dead_letter(client, keys, snapshot_fields(f"sr:{i}"), f"reason {i}") for i in range(3)]
     # When purge runs without --yes and no terminal to ask on, then it refuses and deletes nothing
     assert main(cli(settings, "purge", "--all")) != 0
-    assert client.xlen(keys.dead) == len(ids)
+    assert len(dead_letters(client, keys)) == len(ids)
     # When one id is purged with --yes, then only that one is gone
     assert main(cli(settings, "purge", ids[1], "--yes")) == 0
     assert [d.id for d in DeadLetters(client, keys).scan()] == [ids[0], ids[2]]
@@ -118,7 +118,7 @@ def test_purge_asks_first_and_deletes_only_the_selection(
     capsys.readouterr()
     assert main(cli(settings, "purge", "--all", "--yes")) == 0
     assert json.loads(capsys.readouterr().out) == {"purged": len(ids) - 1}
-    assert client.xlen(keys.dead) == 0
+    assert len(dead_letters(client, keys)) == 0
 
 
 def test_cli_list_and_replay_need_an_explicit_selection(
@@ -131,7 +131,7 @@ def test_cli_list_and_replay_need_an_explicit_selection(
     assert [d["id"] for d in json.loads(capsys.readouterr().out)] == ids
     # When replay is asked with no selection, then it refuses; with --all it replays both
     assert main(cli(settings, "replay")) != 0
-    assert client.xlen(keys.dead) == len(ids)
+    assert len(dead_letters(client, keys)) == len(ids)
     capsys.readouterr()
     assert main(cli(settings, "replay", "--all")) == 0
     assert sorted(json.loads(capsys.readouterr().out)["replayed"]) == ids

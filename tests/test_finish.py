@@ -7,6 +7,7 @@ import redis
 from consumer.plan import Entry, Poison
 from consumer.stream import Outcome, ShardStreams
 from shared.keys import Keys
+from tests.support import counters, dead_letters
 
 
 def test_bookkeeping_sent_again_after_a_lost_reply_counts_and_dead_letters_nothing_twice(
@@ -18,7 +19,7 @@ def test_bookkeeping_sent_again_after_a_lost_reply_counts_and_dead_letters_nothi
     ids = [client.xadd(stream, {"n": n}) for n in range(3)]
     client.xreadgroup(keys.group, "c1", {stream: ">"})
     entries = [Entry(stream, i, {b"n": b"x"}, 1) for i in ids]
-    outcome = Outcome(dead=[Poison(entries[1], "broken")], fingerprints={"e|b": (b"f" * 16, 1000)})
+    outcome = Outcome(dead=[Poison(entries[1], "broken")], fingerprints={stream: {"e|b": (b"f" * 16, 1000)}})
     outcome.ack(entries)
     outcome.count("changed", 2)
     outcome.count("dead_lettered", 1)
@@ -28,8 +29,8 @@ def test_bookkeeping_sent_again_after_a_lost_reply_counts_and_dead_letters_nothi
     streams.finish(outcome)
     # Then everything is acknowledged, and counted and dead-lettered once
     assert client.xpending(stream, keys.group)["pending"] == 0
-    stats = {k.decode(): v for k, v in client.hgetall(keys.stats).items()}
-    assert (stats["changed"], stats["dead_lettered"]) == (b"2", b"1")
-    letters = client.xrange(keys.dead)
+    stats = counters(client, keys)
+    assert (stats["changed"], stats["dead_lettered"]) == (2, 1)
+    letters = dead_letters(client, keys)
     assert [f[b"dead_reason"] for _, f in letters] == [b"broken"]
-    assert client.hexists(keys.fingerprints, "e|b")
+    assert client.hexists(keys.fingerprints(0), "e|b")

@@ -17,7 +17,7 @@ from shared.settings import Settings
 from shared.wire import DataLimits, InvalidEntry, Market, Snapshot, canonical_markets, decode_data
 from tests.absurd import SHAPES
 from tests.history import count_snapshot_rows
-from tests.support import drain
+from tests.support import dead_letters, drain
 
 TS = 1_795_000_000_000
 REASONS = {
@@ -94,7 +94,7 @@ def test_absurd_snapshots_are_dead_lettered_and_the_rest_of_the_batch_is_stored(
     drain(daemon)
     daemon.writer.discard()
     # Then each absurd one is dead-lettered with its reason, and every good one is stored
-    letters = {f[b"dead_source_id"]: f[b"dead_reason"].decode() for _, f in client.xrange(keys.dead)}
+    letters = {f[b"dead_source_id"]: f[b"dead_reason"].decode() for _, f in dead_letters(client, keys)}
     assert {sources[k]: v[: len(REASONS[sources[k]])] for k, v in letters.items()} == {
         shape: REASONS[shape] for shape in SHAPES
     }

@@ -134,12 +134,12 @@ def test_fingerprints_of_feeds_not_seen_for_the_expiry_leave_redis(client: redis
     now_ms = int(client.time()[0]) * 1000
     old = {f"old{i}|bk": encode_fingerprint(b"f" * 16, now_ms - 2 * 86_400_000) for i in range(2500)}
     recent = {f"new{i}|bk": encode_fingerprint(b"f" * 16, now_ms - 3_600_000) for i in range(2500)}
-    client.hset(keys.fingerprints, mapping={**old, **recent, "odd|bk": b"short"})
-    # When the sweep walks the hash with a one-day expiry
+    client.hset(keys.fingerprints(1), mapping={**old, **recent, "odd|bk": b"short"})
+    # When the sweep walks the hashes with a one-day expiry
     sweep = FingerprintSweep(client, keys, expiry_s=86_400)
     expired = sum(sweep.step() for _ in range(3))
     # Then exactly the old ones are gone
-    left = {k.decode() for k in client.hkeys(keys.fingerprints)}
+    left = {k.decode() for k in client.hkeys(keys.fingerprints(1))}
     assert expired == len(old)
     assert left == set(recent) | {"odd|bk"}
 

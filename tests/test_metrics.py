@@ -28,7 +28,7 @@ from producer.simulator import SimulationSpec, Simulator
 from shared.keys import Keys
 from shared.redis_client import connect
 from shared.settings import Settings
-from tests.support import drain, env_for
+from tests.support import counters, dead_letters, drain, env_for
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -109,12 +109,12 @@ def test_daemon_serves_batch_outcomes_latency_and_backlog(
     # When the consumer has read them all
     samples = scrape_until(port, "odds_consumer_entries_read_total", total, proc)
     # Then each outcome counter equals what the batches recorded in Redis
-    stats = {k.decode(): int(v) for k, v in client.hgetall(keys.stats).items()}
+    stats = counters(client, keys)
     assert value(samples, "odds_consumer_entries_read_total") == stats["read"] == total
     for outcome in OUTCOMES:
         counted = value(samples, "odds_consumer_entries_processed_total", outcome=outcome)
         assert counted == stats.get(outcome, 0)
-    assert stats["dead_lettered"] == client.xlen(keys.dead) == 1
+    assert stats["dead_lettered"] == len(dead_letters(client, keys)) == 1
     # And the histograms saw every batch, and every entry with a valid capture time (the poison entry's
     # ts is no capture time, and an age computed from a ts of any length could overflow)
     batches = value(samples, "odds_consumer_batch_entries_count")

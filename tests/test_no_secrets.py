@@ -20,7 +20,7 @@ from producer.publisher import Publisher
 from producer.simulator import SimulationSpec, Simulator
 from shared.redis_client import connect
 from tests.secure import PG_PASSWORD, TEST_ADMIN, Servers, run_cli, secure_servers
-from tests.support import env_for, wait_until_drained
+from tests.support import dead_letters, env_for, wait_until_drained
 
 TS = 1_795_000_000_000
 
@@ -101,7 +101,7 @@ def run_everything(servers: Servers, tmp_path: pathlib.Path, captured: dict[str,
     try:
         admin = connect(servers.redis.url(TEST_ADMIN), 2.0)
         wait_until_drained(admin, settings.keys)
-        captured["dead letters in Redis"] = repr(admin.xrange(settings.keys.dead))
+        captured["dead letters in Redis"] = repr(dead_letters(admin, settings.keys))
         admin.close()
         captured["metrics"] = wait_for_metrics(port)
         # The operator's commands, each of them

@@ -22,7 +22,7 @@ from shared.keys import Keys, shard_of
 from shared.settings import Settings
 from shared.wire import Market, Snapshot, encode
 from tests.history import compare, count_snapshot_rows, expected_history, stored_history
-from tests.support import drain
+from tests.support import counters, dead_letters, drain, fingerprints
 
 TS = 1_795_000_000_000
 Conn = psycopg.Connection[tuple[object, ...]]
@@ -42,7 +42,7 @@ def publisher(settings: Settings) -> Publisher:
 
 
 def stats(client: redis.Redis, keys: Keys) -> dict[str, int]:
-    return {k.decode(): int(v) for k, v in client.hgetall(keys.stats).items()}
+    return counters(client, keys)
 
 
 def one(odds: float, ts: int, event: str = "sr:match:1") -> Snapshot:
@@ -153,13 +153,13 @@ def test_lost_fingerprint_hash_heals_from_postgres(
     publisher.publish_cycle(sim.cycle(TS))
     drain(daemon)
     rows = count_snapshot_rows(db)
-    client.delete(keys.fingerprints)
+    client.delete(*(keys.fingerprints(n) for n in range(keys.shards)))
     # When the next, unchanged cycle arrives
     publisher.publish_cycle(sim.cycle(TS + 1000))
     drain(daemon)
-    # Then no duplicate row was written, and the hash is filled again
+    # Then no duplicate row was written, and the hashes are filled again
     assert count_snapshot_rows(db) == rows
-    assert client.hlen(keys.fingerprints) == rows
+    assert len(fingerprints(client, keys)) == rows
 
 
 class Crash(BaseException):
@@ -180,8 +180,8 @@ def test_crash_between_commit_and_ack_loses_and_duplicates_nothing(
 
     def die(outcome: object) -> None:
         if point == "after_fingerprints":
-            client.delete(keys.fingerprints)
-            finish.__self__._client.hset(keys.fingerprints, "x", b"y")  # a partial write landed
+            client.delete(*(keys.fingerprints(n) for n in range(keys.shards)))
+            finish.__self__._client.hset(keys.fingerprints(0), "x", b"y")  # a partial write landed
         raise Crash
 
     first.streams.finish = die  # type: ignore[method-assign]
@@ -274,7 +274,7 @@ def test_bad_entries_are_dead_lettered_with_a_reason_and_the_batch_is_stored(
     # When the consumer drains
     drain(daemon)
     # Then every bad entry is dead-lettered once with a reason, and every good one is stored
-    letters = client.xrange(keys.dead)
+    letters = dead_letters(client, keys)
     assert sorted(f[b"dead_source_id"] for _, f in letters) == sorted(bad_ids)
     assert all(f[b"dead_reason"] for _, f in letters)
     assert count_snapshot_rows(db) == len(good)
@@ -294,7 +294,7 @@ def test_postgres_rejecting_one_entry_dead_letters_only_that_one(
     finally:
         db.execute("ALTER TABLE market_series DROP CONSTRAINT test_refuse")
     # Then only the refused entry is dead-lettered, with the SQLSTATE in its reason
-    letters = client.xrange(keys.dead)
+    letters = dead_letters(client, keys)
     assert [f[b"event"] for _, f in letters] == [b"e-refused"]
     assert b"23514" in letters[0][1][b"dead_reason"]
     assert count_snapshot_rows(db) == 7
@@ -371,7 +371,7 @@ def test_a_batch_that_crashes_the_consumer_every_time_dead_letters_only_its_culp
             daemon.writer.discard()
     # Then only the culprit is dead-lettered: re-reading fewer entries after each crash let the good ones
     # around it commit before their delivery counts reached the threshold
-    letters = client.xrange(keys.dead)
+    letters = dead_letters(client, keys)
     assert [f[b"dead_source_id"] for _, f in letters] == [culprit]
     assert b"delivered 11 times" in letters[0][1][b"dead_reason"]
     assert crashes == settings.max_deliveries

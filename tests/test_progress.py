@@ -18,7 +18,7 @@ from shared.db import database_name, psycopg_url, with_database
 from shared.keys import Keys
 from shared.progress import Progress
 from shared.settings import Settings
-from tests.support import connection_flags, dead_letter, env_for
+from tests.support import connection_flags, dead_letter, dead_letters, env_for
 from tests.test_dlq import snapshot_fields
 
 
@@ -115,11 +115,11 @@ def test_dlq_replay_shows_progress_on_a_terminal_only(
     assert "replaying dead letters" not in quiet_err
     # And stdout carries the same JSON report either way
     assert shown_out.startswith("{") and quiet_out.startswith("{")
-    assert client.xlen(keys.dead) == 0
+    assert len(dead_letters(client, keys)) == 0
 
 
 def ids(client: redis.Redis, keys: Keys) -> list[bytes]:
-    return [entry_id for entry_id, _ in client.xrange(keys.dead)]
+    return [entry_id for entry_id, _ in dead_letters(client, keys)]
 
 
 def test_migrate_shows_each_revision_applied(database_url: str) -> None:

@@ -31,7 +31,7 @@ from shared.db import psycopg_url
 from shared.keys import Keys
 from shared.settings import Settings
 from tests.prometheus import CONSUMER_JOB, PRODUCER_JOB, Prometheus, distinct_free_ports
-from tests.support import env_for, wait_until_drained
+from tests.support import counters, dead_letters, env_for, wait_until_drained
 from tests.test_alerts import rules
 
 DASHBOARD = (
@@ -111,7 +111,7 @@ def scraped_run(
                 keys.shard(0), {"v": "1", "event": "sr:1", "bookmaker": "x", "ts": "nope", "data": b""}
             )
             published = EVENTS * len(BOOKMAKERS)
-            while int(client.hget(keys.stats, "read") or 0) < published + 1:
+            while counters(client, keys).get("read", 0) < published + 1:
                 assert all(p.poll() is None for p in processes), "a process exited"
                 time.sleep(0.1)
             wait_until_drained(client, keys)
@@ -128,7 +128,7 @@ def scraped_run(
     finally:
         for process in processes:
             stop(process)
-        leftovers = list(client.scan_iter(match=f"{settings.stream}:*", count=1000))
+        leftovers = [k for p in settings.keys.patterns for k in client.scan_iter(match=p, count=1000)]
         if leftovers:
             client.delete(*leftovers)
 
@@ -137,7 +137,7 @@ def test_backlog_commit_and_dead_letter_series_have_their_labels_and_values(scra
     run = scraped_run
     prometheus, shards = run.prometheus, run.settings.shards
     keys = Keys(run.settings.stream, run.settings.group, shards)
-    stats = {k.decode(): int(v) for k, v in run.client.hgetall(keys.stats).items()}
+    stats = counters(run.client, keys)
     consumer = ("instance", prometheus.query("odds_consumer_shards")[0]["metric"]["instance"])
     job = ("job", CONSUMER_JOB)
     # Then the backlog and pending series are per shard, with job and instance, and drained to 0
@@ -152,7 +152,7 @@ def test_backlog_commit_and_dead_letter_series_have_their_labels_and_values(scra
     for outcome in OUTCOMES:
         series = prometheus.values(f'odds_consumer_entries_processed_total{{outcome="{outcome}"}}')
         assert series == {(consumer, job, ("outcome", outcome)): stats.get(outcome, 0)}
-    assert stats["dead_lettered"] == run.client.xlen(keys.dead) == 1
+    assert stats["dead_lettered"] == len(dead_letters(run.client, keys)) == 1
     assert stats["changed"] == run.published
     assert prometheus.values("odds_consumer_entries_read_total") == {(consumer, job): run.published + 1}
     # And the commits are there: the last one during this run, each batch's commit time observed

@@ -173,7 +173,7 @@ def test_fingerprint_coverage_and_last_commit(
     db.execute(
         "INSERT INTO feeds (event_id, bookmaker_id, current_snapshot_id) VALUES (1, 1, 10), (2, 1, 11)"
     )
-    client.hset(keys.fingerprints, "sr:1|sportybet", b"x" * 24)
+    client.hset(keys.fingerprints(1), "sr:1|sportybet", b"x" * 24)
     seconds, _ = client.time()
     client.hset(keys.stats, mapping={"last_commit_ms": (int(seconds) - 60) * 1000, "changed": 3})
     # When status is collected with the database
@@ -181,7 +181,7 @@ def test_fingerprint_coverage_and_last_commit(
     # Then coverage is fingerprints over feeds, and the last commit's age is at least that minute
     feeds = db.execute("SELECT count(*) FROM feeds").fetchone()
     assert feeds is not None and status.feeds == feeds[0]
-    assert status.fingerprint_coverage == client.hlen(keys.fingerprints) / feeds[0]
+    assert status.fingerprint_coverage == client.hlen(keys.fingerprints(1)) / feeds[0]
     assert status.last_commit_age_ms is not None and status.last_commit_age_ms >= 60_000
     assert status.counters == {"changed": 3}
     assert "last commit 1m" in render(status, Thresholds())

@@ -1,8 +1,9 @@
 #!lua flags=allow-oom
 -- Read new or own pending entries of several shards, each only while this consumer holds its lease.
 -- KEYS: lease 1, stream 1, lease 2, stream 2, ...   (pairs)
--- ARGV: consumer, group, count per shard, byte budget of the whole read, largest entry allowed, then one
---       start id per shard (">" for new entries, "0" for own history)
+-- ARGV: consumer, group, count per shard, byte budget left of the whole read, largest entry allowed, how
+--       many entries the read took already, then one start id per shard (">" for new entries, "0" for own
+--       history)
 -- Returns per shard {stream, 1 if the lease was held else 0, entries, 1 if the budget left it unread}.
 --
 -- Checking the lease and reading in one atomic step means a consumer frozen past its lease cannot take
@@ -15,10 +16,11 @@
 -- the entries are, and never blocks Redis (and every client's timeout) for long. The budget is the whole
 -- read's, not a share per shard: a share smaller than the largest entry would read one entry per shard.
 -- A shard the budget leaves unread says so, so that an empty answer is not taken for a drained history;
--- the caller starts each read at another shard, so none waits behind the others.
+-- the caller starts each read at another shard, so none waits behind the others. On a Redis Cluster a
+-- call holds only shards of one slot, and the caller carries the budget from call to call.
 local me, group, count = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local budget, largest = tonumber(ARGV[4]), tonumber(ARGV[5])
-local out, used, taken = {}, 0, 0
+local out, used, taken = {}, 0, tonumber(ARGV[6])
 for i = 1, #KEYS / 2 do
   local lease, stream = KEYS[2 * i - 1], KEYS[2 * i]
   if redis.call('GET', lease) ~= me then
@@ -26,7 +28,7 @@ for i = 1, #KEYS / 2 do
   elseif taken > 0 and budget - used < largest then
     out[i] = {stream, 1, {}, 1}
   else
-    local entries, from = {}, ARGV[5 + i]
+    local entries, from = {}, ARGV[6 + i]
     while #entries < count do
       local page = math.min(count - #entries, math.floor((budget - used) / largest))
       if page < 1 then

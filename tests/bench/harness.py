@@ -18,6 +18,7 @@ from typing import Any
 import psycopg
 
 from producer.simulator import SimulationSpec, Simulator
+from shared.counters import read_totals
 from shared.db import psycopg_url, with_database
 from shared.keys import Keys
 from shared.redis_client import connect
@@ -87,7 +88,8 @@ class Bench:
                 proc.kill()
                 proc.wait()
         for prefix in self.streams_used:
-            keys = list(self.client.scan_iter(match=f"{prefix}:*", count=1000))
+            patterns = Keys(prefix, GROUP, self.shards).patterns
+            keys = [k for pattern in patterns for k in self.client.scan_iter(match=pattern, count=1000)]
             for i in range(0, len(keys), 500):
                 self.client.delete(*keys[i : i + 500])
         with psycopg.connect(self.admin_url, autocommit=True) as conn:
@@ -176,8 +178,7 @@ class Bench:
         shards = keys.shards
         fair = -(-shards // count)
         while time.monotonic() < deadline:
-            holders = self.client.mget([keys.lease(n) for n in range(shards)])
-            owners = [h for h in holders if h is not None]
+            owners = [h for h in self.lease_holders(keys) if h is not None]
             if (
                 len(owners) == shards
                 and len(set(owners)) == count
@@ -194,9 +195,18 @@ class Bench:
         for proc in procs:
             proc.wait(timeout=60)
 
+    def lease_holders(self, keys: Keys) -> list[bytes | None]:
+        """Who holds each shard's lease. The consumers of an older checkout named the lease
+        "{stream}:lease:{group}:{n}", before a shard's keys shared its hash tag: either name counts."""
+        pipe = self.client.pipeline(transaction=False)
+        for n in range(keys.shards):
+            pipe.get(keys.lease(n))
+            pipe.get(f"{keys.stream}:lease:{keys.group}:{n}")
+        replies = pipe.execute()
+        return [new or old for new, old in zip(replies[0::2], replies[1::2], strict=True)]
+
     def stats(self, keys: Keys) -> dict[str, int]:
-        raw: dict[bytes, bytes] = self.client.hgetall(keys.stats)  # type: ignore[assignment]
-        return {k.decode(): int(v) for k, v in raw.items()}
+        return read_totals(self.client, keys)
 
     def pending(self, keys: Keys) -> int:
         pipe = self.client.pipeline(transaction=False)

@@ -28,8 +28,7 @@ POLL_S = 0.02
 
 
 def holders(b: Bench, keys: Keys) -> list[str | None]:
-    raw = b.client.mget([keys.lease(n) for n in range(keys.shards)])
-    return [None if h is None else h.decode() for h in raw]
+    return [None if h is None else h.decode() for h in b.lease_holders(keys)]
 
 
 def wait_balanced(b: Bench, keys: Keys, consumers: int, timeout_s: float = 60.0) -> list[int]:

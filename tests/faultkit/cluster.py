@@ -16,7 +16,14 @@ from consumer.localservers import RedisServer, free_port
 
 BUS_OFFSET = 10_000  # the cluster bus listens on the client port plus this
 # Each node is a RedisServer (started, checked ready and killed as every throwaway server is) with these.
-NODE_CONFIG = {"cluster-enabled": "yes", "cluster-config-file": "nodes.conf", "cluster-node-timeout": "2000"}
+# No diskless-sync delay: by default a master waits 5 s for more replicas before the first sync, and a
+# replica not yet in sync cannot be promoted.
+NODE_CONFIG = {
+    "cluster-enabled": "yes",
+    "cluster-config-file": "nodes.conf",
+    "cluster-node-timeout": "2000",
+    "repl-diskless-sync-delay": "0",
+}
 
 
 def cluster_port() -> int:
@@ -63,7 +70,7 @@ class LocalCluster:
                 capture_output=True,
             )
             deadline = time.monotonic() + 20.0
-            while not all(_serving(port) for port in self.ports):
+            while not all(_serving(port) and _in_sync(port) for port in self.ports):
                 if time.monotonic() > deadline:
                     raise RuntimeError("the local cluster did not reach cluster_state:ok")
                 time.sleep(0.05)
@@ -76,6 +83,49 @@ class LocalCluster:
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self._stack.close()
+
+    def master_of(self, key: str) -> RedisServer:
+        """The node that serves key's slot now, as the cluster itself says (CLUSTER SHARDS would too)."""
+        for node in self._nodes:
+            if node.pid is None:
+                continue
+            try:
+                slot = int(redis.Redis(port=node.port).cluster("keyslot", key))
+                for start, end, *served in redis.Redis(port=node.port).execute_command("CLUSTER SLOTS"):
+                    if start <= slot <= end:
+                        port = int(served[0][1])
+                        return next(n for n in self._nodes if n.port == port)
+            except redis.RedisError:
+                continue
+        raise RuntimeError(f"no live node says who serves {key}")
+
+    def kill_master_of(self, key: str, timeout_s: float = 30.0) -> tuple[RedisServer, float]:
+        """SIGKILL the master serving key, and wait until a replica serves its slot: returns the dead
+        master and the seconds until the promoted replica answered writes for the key."""
+        dead = self.master_of(key)
+        dead.kill()
+        killed = time.monotonic()
+        while time.monotonic() - killed < timeout_s:
+            try:
+                promoted = self.master_of(key)
+                if (
+                    promoted is not dead
+                    and redis.Redis(port=promoted.port).info("replication")["role"] == "master"
+                ):
+                    return dead, time.monotonic() - killed
+            except RuntimeError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"no replica took over {key} within {timeout_s:g} s")
+
+
+def _in_sync(port: int) -> bool:
+    """A master, or a replica whose link to its master is up (it holds a copy it could be promoted with)."""
+    try:
+        info = redis.Redis(port=port).info("replication")
+    except redis.RedisError:
+        return False
+    return info["role"] == "master" or info.get("master_link_status") == "up"
 
 
 def _serving(port: int) -> bool:

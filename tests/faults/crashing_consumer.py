@@ -58,16 +58,15 @@ def _finish_partly_then_die(self: ShardStreams, outcome: Outcome) -> None:
         _finish(self, outcome)
         return
     keys, client = self._keys, self._client
-    pipe = client.pipeline(transaction=True)
-    pipe.hset(
-        keys.fingerprints,
-        mapping={feed: encode_fingerprint(fp, ts) for feed, (fp, ts) in outcome.fingerprints.items()},
-    )
+    pipe = client.pipeline(transaction=False)
+    for stream, prints in outcome.fingerprints.items():
+        mapping = {feed: encode_fingerprint(fp, ts) for feed, (fp, ts) in prints.items()}
+        pipe.hset(keys.fingerprints(keys.shard_number(stream)), mapping=mapping)  # type: ignore[arg-type]
     if _point == "before_xack":
         for poison in outcome.dead:
-            pipe.xadd(keys.dead, self._dead_letter(poison))
+            pipe.xadd(keys.dead(keys.shard_number(poison.entry.stream)), self._dead_letter(poison))
         for name, n in outcome.counts.items():
-            pipe.hincrby(keys.stats, name, n)
+            pipe.hincrby(keys.shard_stats(0), name, n)
     pipe.execute()
     _die()
 

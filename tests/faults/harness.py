@@ -53,17 +53,19 @@ from consumer.migrate import create_database_if_missing, upgrade
 from consumer.status import collect
 from producer.publisher import Publisher
 from producer.simulator import SimulationSpec, Simulator
+from shared.counters import read_totals
 from shared.db import psycopg_url
-from shared.redis_client import connect
+from shared.redis_client import Client, connect
 from shared.settings import Settings
 from shared.stream_ids import stream_id
 from shared.wire import Snapshot
+from tests.faultkit.cluster import LocalCluster
 from tests.faultkit.proxy import TcpProxy
 from tests.faults import alerting
 from tests.faults.processes import ConsumerProcess
 from tests.faults.report import RESULTS, FaultRecord, Row, processed_once
 from tests.history import compare, count_snapshot_rows, expected_history, stored_history
-from tests.support import backlog, env_for
+from tests.support import backlog, dead_letters, env_for
 
 REPO = Path(__file__).resolve().parents[2]
 TS0 = 1_795_000_000_000  # capture time of the first cycle; each cycle is CYCLE_MS later
@@ -89,6 +91,7 @@ class RunConfig:
         )
     )
     cycle_interval_s: float = 0.1
+    cluster: bool = False  # a local Redis Cluster of 3 masters with a replica each instead of one server
 
 
 class FaultRun:
@@ -101,9 +104,10 @@ class FaultRun:
             self.workdir, appendfsync=self.config.appendfsync, config=self.config.redis_config
         )
         self.postgres = PostgresServer(self.workdir)
+        self.cluster = LocalCluster(self.workdir, masters=3, replicas=1) if self.config.cluster else None
         self.settings = Settings()
         self.keys = self.config.settings.keys
-        self.client: redis.Redis = redis.Redis()
+        self.client: Client = redis.Redis()
         self.accepted: list[Snapshot] = []  # every snapshot Redis acknowledged, as the producer reports them
         self.generated = 0  # snapshots handed to the producer
         self.faults: list[FaultRecord] = []
@@ -122,13 +126,13 @@ class FaultRun:
     def __enter__(self) -> Self:
         try:
             self._stack.enter_context(self.postgres)
-            self._stack.enter_context(self.redis)
+            self._stack.enter_context(self.redis if self.cluster is None else self.cluster)
             database_url = self.postgres.url_for("odds")
             create_database_if_missing(database_url)
             upgrade(database_url)
-            self.settings = self.config.settings.with_(redis_url=self.redis.url, database_url=database_url)
+            self.settings = self.config.settings.with_(redis_url=self.redis_url, database_url=database_url)
             self.keys = self.settings.keys
-            self.client = connect(self.redis.url, 1.0)
+            self.client = connect(self.redis_url, 1.0)
             self._stack.callback(self.client.close)
             self._stack.callback(self._kill_consumers)
             self._monitor = threading.Thread(target=self._watch_recoveries, name="recovery", daemon=True)
@@ -145,6 +149,10 @@ class FaultRun:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self._stack.close()
+
+    @property
+    def redis_url(self) -> str:
+        return self.redis.url if self.cluster is None else self.cluster.url
 
     def _kill_consumers(self) -> None:
         for p in self.processes:
@@ -325,7 +333,7 @@ class FaultRun:
             with self._lock:
                 self.faults.append(record)
 
-    def _marks(self, client: redis.Redis | None = None) -> dict[int, tuple[int, int]]:
+    def _marks(self, client: Client | None = None) -> dict[int, tuple[int, int]]:
         client = client or self.client
         marks = {}
         for n in range(self.keys.shards):
@@ -334,7 +342,7 @@ class FaultRun:
                 marks[n] = stream_id(last[0][0])
         return marks
 
-    def _recovered(self, client: redis.Redis, marks: dict[int, tuple[int, int]]) -> bool:
+    def _recovered(self, client: Client, marks: dict[int, tuple[int, int]]) -> bool:
         """Every entry up to the marks is delivered to our group and acknowledged."""
         for n, mark in marks.items():
             stream = self.keys.shard(n)
@@ -346,7 +354,7 @@ class FaultRun:
         return True
 
     def _watch_recoveries(self) -> None:
-        client = connect(self.redis.url, 1.0)  # its own connection: redis-py clients are not shared
+        client = connect(self.redis_url, 1.0)  # its own connection: redis-py clients are not shared
         while not self._stop.wait(0.1):
             with self._lock:
                 open_faults = [f for f in self.faults if f.recovered_s is None]
@@ -406,10 +414,9 @@ class FaultRun:
             report = compare(expected, stored_history(conn))
             rows = count_snapshot_rows(conn)
         reasons: Counter[str] = Counter()
-        for _, fields in cast(list[RawEntry], self.client.xrange(self.keys.dead)):
+        for _, fields in dead_letters(self.client, self.keys):
             reasons[fields.get(b"dead_reason", b"?").decode(errors="replace")[:120]] += 1
-        stats = cast(dict[bytes, bytes], self.client.hgetall(self.keys.stats))
-        counters = {k.decode(): int(v) for k, v in stats.items()}
+        counters = read_totals(self.client, self.keys)
         counters.pop("last_commit_ms", None)
         return Row(
             fault=self.fault_name,

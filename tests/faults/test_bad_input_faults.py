@@ -17,6 +17,7 @@ import pytest
 from shared.keys import shard_of
 from shared.wire import Market, Snapshot, encode
 from tests.faults.harness import TS0, FaultRun, RunConfig
+from tests.support import dead_letters
 
 pytestmark = pytest.mark.faults
 
@@ -194,7 +195,7 @@ def test_bad_entries_are_dead_lettered_once_and_their_batch_neighbours_stored(tm
         consumer = run.start_consumer("c0")
         drained, note = run.wait_drained(120.0)
         alive = consumer.alive()
-        letters = cast(list[tuple[bytes, dict[bytes, bytes]]], run.client.xrange(run.keys.dead))
+        letters = cast(list[tuple[bytes, dict[bytes, bytes]]], dead_letters(run.client, run.keys))
         row = run.finish()
 
     # Then the consumer is still running, and each bad entry is dead-lettered exactly once, with its reason

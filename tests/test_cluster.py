@@ -1,0 +1,179 @@
+"""The pipeline on a Redis Cluster of three masters with a replica each: REDIS_URL names one node.
+
+Every key of a shard shares the shard stream's name as a hash tag, so a shard's scripts run in its slot;
+the shards spread over the masters. The history must be what one in-order writer would have stored, and
+the operator commands must see every shard, whichever master holds it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import cast
+
+import psycopg
+import pytest
+import redis
+from redis.cluster import RedisCluster
+
+from consumer.__main__ import main
+from consumer.daemon import Daemon
+from consumer.dlq import DeadLetters, Selection
+from consumer.status import collect
+from producer.async_publisher import AsyncPublisher
+from producer.core import PublishRefused
+from producer.publisher import Publisher
+from producer.simulator import SimulationSpec, Simulator
+from shared.keys import shard_of
+from shared.redis_client import connect
+from shared.settings import Settings
+from shared.wire import InvalidEntry, Market, Snapshot, parse_envelope
+from tests.faultkit.cluster import LocalCluster
+from tests.history import compare, count_snapshot_rows, expected_history, stored_history
+from tests.support import connection_flags, counters, dead_letter, dead_letters, drain
+from tests.test_dlq import snapshot_fields
+
+TS = 1_795_000_000_000
+Conn = psycopg.Connection[tuple[object, ...]]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    with LocalCluster(Path(tmp_path_factory.mktemp("cluster")), masters=3, replicas=1) as local:
+        yield local
+
+
+@pytest.fixture
+def on_cluster(cluster: LocalCluster, settings: Settings) -> Settings:
+    return settings.with_(redis_url=cluster.url, shards=16)
+
+
+@pytest.fixture
+def daemon(on_cluster: Settings) -> Iterator[Daemon]:
+    d = Daemon(on_cluster)
+    d.streams.ensure_groups()
+    yield d
+    d.writer.discard()
+
+
+def masters_holding(client: RedisCluster, keys: list[str]) -> set[str]:
+    return {client.get_node_from_key(key).name for key in keys}  # type: ignore[no-untyped-call]
+
+
+def test_connect_gives_a_cluster_client_for_a_node(cluster: LocalCluster, on_cluster: Settings) -> None:
+    client = connect(on_cluster.redis_url, 2.0)
+    assert isinstance(client, RedisCluster)
+    # and the shards of the default count fall on every master
+    assert len(masters_holding(client, on_cluster.keys.all_shards())) == 3
+
+
+def test_history_on_a_cluster_equals_one_in_order_writer(
+    on_cluster: Settings, daemon: Daemon, db: Conn
+) -> None:
+    # Given cycles of 36 feeds published through a node of the cluster, some feeds changing each cycle
+    sim = Simulator(
+        SimulationSpec(events=12, bookmakers=("sportybet", "bet9ja", "betking"), markets=6, change_rate=0.3)
+    )
+    publisher = Publisher.from_settings(on_cluster)
+    published = []
+    for cycle in range(5):
+        snapshots = sim.cycle(TS + cycle * 1000)
+        result = publisher.publish_cycle(snapshots)
+        assert result.published == len(snapshots) and result.buffered == 0
+        published += snapshots
+        drain(daemon)
+    # Then the stored history is exactly what one in-order writer would store
+    report = compare(expected_history(published), stored_history(db))
+    assert report.ok, report.summary()
+    assert (report.lost, report.duplicated, report.stale) == ([], [], [])
+    # and the counters, summed over the shards on three masters, agree with Postgres
+    totals = counters(daemon.client, on_cluster.keys)
+    assert totals["read"] == totals["published"] == len(published)
+    assert totals["changed"] == count_snapshot_rows(db)
+    assert totals["changed"] + totals["unchanged"] == len(published)
+
+
+def test_status_and_dead_letters_see_every_shard_of_the_cluster(
+    on_cluster: Settings, daemon: Daemon, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a malformed entry written by hand to every shard, and one good snapshot
+    client = daemon.client
+    keys = on_cluster.keys
+    bad = {b"v": b"1", b"event": b"sr:1", b"bookmaker": b"bk", b"ts": b"x", b"data": b"\x80"}
+    with pytest.raises(InvalidEntry) as refused:
+        parse_envelope(bad, on_cluster.max_entry_bytes)
+    for stream in keys.all_shards():
+        client.xadd(stream, bad)  # type: ignore[arg-type]
+    Publisher.from_settings(on_cluster).publish(
+        Snapshot("sr:2", "bet9ja", TS, (Market("1X2", "", {"1": 2.0, "X": 3.0, "2": 4.0}),))
+    )
+    drain(daemon)
+    # Then each bad entry is a dead letter, listed once with its reason, and status sees them all
+    letters = list(DeadLetters(client, keys).scan())
+    assert len(letters) == len(dead_letters(client, keys)) == keys.shards
+    assert {letter.shard for letter in letters} == set(range(keys.shards))
+    assert {letter.reason for letter in letters} == {str(refused.value)}
+    status = collect(client, keys)
+    assert status.dead_letters == keys.shards and status.backlog == 0
+    assert status.counters["dead_lettered"] == keys.shards
+    # When the operator lists them and purges them through the command line
+    capsys.readouterr()  # what the daemon logged
+    assert main(["dlq", "list", "--json", *connection_flags(on_cluster)]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert sorted(d["id"] for d in listed) == sorted(letter.id for letter in letters)
+    assert main(["dlq", "purge", "--all", "--yes", *connection_flags(on_cluster)]) == 0
+    # Then none is left on any master
+    assert DeadLetters(client, keys).count() == 0
+
+
+def test_replay_on_a_cluster_puts_each_letter_on_its_feeds_shard_once(
+    on_cluster: Settings, daemon: Daemon
+) -> None:
+    # Given dead letters kept with shard 0, of feeds that hash to shard 0 and to shards on other masters
+    client = daemon.client
+    keys = on_cluster.keys
+    events = [f"sr:match:{i}" for i in range(12)]
+    for event in events:
+        dead_letter(client, keys, snapshot_fields(event), "postgres rejected the data")
+    targets = {event: keys.shard(shard_of(event, "sportybet", keys.shards)) for event in events}
+    assert len(masters_holding(cast(RedisCluster, client), list(targets.values()))) > 1
+    # When all are replayed, twice
+    letters = DeadLetters(client, keys)
+    first, second = letters.replay(Selection()), letters.replay(Selection())
+    # Then each is on the shard its feed hashes to, once, and nothing is left to replay
+    assert len(first.replayed) == len(events) and second.replayed == {}
+    for event, shard in targets.items():
+        found = [f for _, f in client.xrange(shard) if f[b"event"] == event.encode()]
+        assert found == [snapshot_fields(event)]
+    assert letters.count() == 0
+    assert counters(client, keys)["replayed"] == len(events)
+
+
+def test_the_asyncio_publisher_refuses_a_cluster_in_one_line(on_cluster: Settings) -> None:
+    snapshot = Snapshot("sr:4", "bet9ja", TS, (Market("1X2", "", {"1": 2.0, "X": 3.0, "2": 4.0}),))
+
+    async def publish() -> None:
+        publisher = AsyncPublisher.from_settings(on_cluster)
+        try:
+            await publisher.publish(snapshot)
+            await publisher.flush(2.0)
+            await publisher.publish(snapshot)  # raises what the sender met
+        finally:
+            await publisher.aclose(flush_timeout_s=0)
+
+    with pytest.raises(PublishRefused, match="asyncio publisher talks to one server only"):
+        asyncio.run(publish())
+
+
+def test_a_servers_client_that_meets_a_cluster_node_says_so(
+    cluster: LocalCluster, on_cluster: Settings
+) -> None:
+    # Given a producer handed a client of one server, pointed at a node of the cluster
+    publisher = Publisher(redis.Redis.from_url(cluster.url), on_cluster.keys)
+    snapshot = Snapshot("sr:5", "bet9ja", TS, (Market("1X2", "", {"1": 2.0, "X": 3.0, "2": 4.0}),))
+    # When it publishes, then it is refused before anything is written, and keeps the entry
+    with pytest.raises(PublishRefused, match="names a node of a Redis Cluster"):
+        publisher.publish(snapshot)
+    assert publisher.buffered == 1
