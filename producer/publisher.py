@@ -8,18 +8,21 @@ connect timeouts. What decides all this is in producer/core.py, shared with the 
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterable
 
 import redis
+from redis.cluster import RedisCluster
 
+from producer.buffer import Pending
 from producer.core import HARD_CAP_COMMANDS, DeliveryReport, PublishCore, PublishRefused, PublishResult
 from shared.backlog import group_backlog
 from shared.counters import read_totals
 from shared.keys import Keys
 from shared.memory import read_memory
 from shared.redis_client import Client, connect, first_contact
-from shared.redis_errors import ClusterUnsupported, what_to_fix
+from shared.redis_errors import ClusterUnsupported, NotReplicated, TopologyChanged, what_to_fix
 from shared.settings import Settings
 from shared.trim import enforce_hard_cap
 from shared.wire import Snapshot
@@ -34,12 +37,16 @@ class Publisher:
         hard_cap: int | None = None,
         high_water: float = 0.8,
         on_delivery: DeliveryReport | None = None,
+        wait_replicas: int = 0,
+        wait_timeout_ms: int = 500,
     ) -> None:
         self._client = client
         self._keys = keys
         # None leaves the hard cap to the consumers: enforcing it deletes entries (see producer_hard_cap).
         self._hard_cap = hard_cap
         self.core = PublishCore(keys, buffer_limit, high_water, on_delivery)
+        self._wait_replicas = wait_replicas
+        self._wait_timeout_ms = wait_timeout_ms
         self.total_forced_trimmed = 0
 
     @classmethod
@@ -50,6 +57,8 @@ class Publisher:
             settings.producer_buffer,
             settings.stream_hard_cap if settings.producer_hard_cap else None,
             settings.producer_high_water,
+            wait_replicas=settings.producer_wait_replicas,
+            wait_timeout_ms=settings.producer_wait_timeout_ms,
         )
 
     @property
@@ -90,15 +99,7 @@ class Publisher:
                 chunk = core.next_chunk(time.monotonic())
                 if not chunk:
                     break
-                pipe = self._client.pipeline(transaction=False)
-                for entry in chunk:
-                    pipe.xadd(entry.stream, entry.fields)  # type: ignore[arg-type]
-                pipe.hincrby(self._keys.stats, "published", core.counter_increment(chunk))
-                try:
-                    replies = pipe.execute(raise_on_error=False)
-                except redis.RedisError as exc:
-                    core.lost_contact(chunk, exc, time.monotonic())
-                    break
+                replies = self._send(chunk, core.counter_increment(chunk))
                 delivered = core.chunk_done(chunk, replies, time.monotonic())
                 sent += delivered
                 if delivered < len(chunk):
@@ -113,6 +114,76 @@ class Publisher:
             except redis.RedisError as exc:
                 core.failed(exc, time.monotonic(), HARD_CAP_COMMANDS)
         return sent
+
+    def _send(self, chunk: list[Pending], increment: int) -> list[object]:
+        """XADD the chunk and add increment to the published counter, pipelined: one reply per entry, in
+        order, then the counter's. A reply is an exception when that command failed, or when the replicas
+        the producer waits for did not confirm it.
+
+        WAIT counts the replicas that have what was written on its own connection before it, so with
+        ODDS_PRODUCER_WAIT_REPLICAS it ends each server's pipeline. A cluster pipeline would send it to
+        some node of its choosing; then each master gets a pipeline of its own, on its own connection.
+        """
+        replies: list[object] = [None] * (len(chunk) + 1)
+        for target, indices, counts in self._routes(chunk):
+            pipe = target.pipeline(transaction=False)
+            for i in indices:
+                pipe.xadd(chunk[i].stream, chunk[i].fields)  # type: ignore[arg-type]
+            if counts:
+                pipe.hincrby(self._keys.stats, "published", increment)
+            if self._wait_replicas:
+                pipe.execute_command("WAIT", self._wait_replicas, self._wait_timeout_ms)
+            try:
+                got: list[object] = list(pipe.execute(raise_on_error=False))
+            except redis.RedisError as exc:
+                # Which commands got in is unknown: all are sent again (a consumer recognises repeats).
+                got = [exc] * (len(indices) + counts + (1 if self._wait_replicas else 0))
+            if self._wait_replicas:
+                got = self._unless_replicated(got, len(indices))
+            targets = [*indices, *([len(chunk)] if counts else [])]
+            for at, reply in zip(targets, self._after_redirection(got, target), strict=True):
+                replies[at] = reply
+        return replies
+
+    def _routes(self, chunk: list[Pending]) -> list[tuple[redis.Redis | RedisCluster, list[int], bool]]:
+        """(client, indices of the chunk's entries it takes, whether it takes the counter) per pipeline."""
+        everything = list(range(len(chunk)))
+        if not self._wait_replicas or not isinstance(self._client, RedisCluster):
+            return [(self._client, everything, True)]
+        cluster = self._client
+        by_node: dict[str, list[int]] = {}
+        for i in everything:
+            by_node.setdefault(cluster.get_node_from_key(chunk[i].stream).name, []).append(i)  # type: ignore[no-untyped-call]
+        counter_node = cluster.get_node_from_key(self._keys.stats).name  # type: ignore[no-untyped-call]
+        by_node.setdefault(counter_node, [])
+        return [
+            (cluster.get_redis_connection(cluster.get_node(node_name=name)), indices, name == counter_node)  # type: ignore[no-untyped-call]
+            for name, indices in by_node.items()
+        ]
+
+    def _unless_replicated(self, got: list[object], xadds: int) -> list[object]:
+        """The replies of one pipeline ended by WAIT, without WAIT's: each XADD that succeeded becomes a
+        NotReplicated failure when fewer replicas than asked confirmed it."""
+        *replies, confirmed = got
+        if isinstance(confirmed, int) and confirmed >= self._wait_replicas:
+            return replies
+        missing = NotReplicated(
+            f"WAIT: {confirmed if isinstance(confirmed, int) else confirmed!r} of {self._wait_replicas} "
+            f"replicas confirmed within {self._wait_timeout_ms} ms"
+        )
+        return [r if isinstance(r, Exception) or i >= xadds else missing for i, r in enumerate(replies)]
+
+    def _after_redirection(self, got: list[object], target: redis.Redis | RedisCluster) -> list[object]:
+        """Replies of a master's own connection that a moved slot or a dead master explains: the cluster's
+        map of nodes is read again, and the entries wait like after any passing failure."""
+        if not isinstance(self._client, RedisCluster) or target is self._client:
+            return got
+        moved = (redis.exceptions.MovedError, redis.exceptions.AskError, redis.ConnectionError)
+        if not any(isinstance(reply, moved) for reply in got):
+            return got
+        with contextlib.suppress(redis.RedisError):  # the next attempt reads the map again
+            self._client.nodes_manager.initialize()
+        return [TopologyChanged(str(reply)) if isinstance(reply, moved) else reply for reply in got]
 
     def _first_contact(self) -> bool:
         """The checks before the first entry goes: the right client for the server, the same shard count."""

@@ -22,10 +22,21 @@ class Condition(StrEnum):
     READ_ONLY = "read_only"  # a replica answered: a failover demoted the server written to
     NOT_PERSISTING = "not_persisting"  # MISCONF: a failed snapshot makes Redis refuse writes
     REFUSED = "refused"  # credentials, permissions, a key of the wrong type: no wait will help
+    NOT_REPLICATED = "not_replicated"  # written, but fewer replicas confirmed it than the producer waits for
 
 
 # Replies that mean "not now": the server is loading, running a long script, or its cluster is moving.
 _PASSING_REPLIES = ("LOADING", "BUSY", "TRYAGAIN", "MASTERDOWN", "CLUSTERDOWN")
+
+
+class NotReplicated(redis.RedisError):
+    """WAIT returned before as many replicas as asked had the writes: the master has them, but a failover
+    now could lose them, so the producer sends them again (a consumer recognises repeats)."""
+
+
+class TopologyChanged(redis.ConnectionError):
+    """A cluster master redirected (MOVED, ASK) a write sent straight to it: its slots moved, by a failover
+    or a resharding. A passing condition: the cluster client reads the map of nodes again."""
 
 
 class ClusterUnsupported(redis.RedisError):
@@ -96,6 +107,8 @@ def _certificate_refused(exc: redis.RedisError) -> bool:
 
 
 def condition(exc: redis.RedisError) -> Condition:
+    if isinstance(exc, NotReplicated):
+        return Condition.NOT_REPLICATED
     if access_refused(exc):
         return Condition.REFUSED
     if isinstance(exc, redis.ConnectionError | redis.TimeoutError):

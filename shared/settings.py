@@ -78,6 +78,11 @@ class Settings:
     # Producers hold entries back once Redis uses this share of its maxmemory, so that consumers keep the
     # room they need to drain a backlog; 1 turns the mark off. No effect while maxmemory is 0.
     producer_high_water: float = 0.8
+    # Replication is asynchronous: a master that dies can take acknowledged XADDs with it. With N > 0 an
+    # entry counts as published only once N replicas have it (WAIT on the connection that wrote, waiting
+    # at most producer_wait_timeout_ms); until then it stays in the buffer and is sent again.
+    producer_wait_replicas: int = 0
+    producer_wait_timeout_ms: int = 500
     # A feed's fingerprint leaves Redis once the feed has not been seen for this long; its next sighting
     # costs one Postgres look-up, never a wrong row.
     fingerprint_expiry_s: int = 86_400
@@ -102,6 +107,10 @@ class Settings:
             raise SettingsError("max_outcomes must be at least 3")
         if not 0 < self.producer_high_water <= 1:
             raise SettingsError("producer_high_water is a share of maxmemory: above 0, at most 1")
+        if self.producer_wait_replicas < 0 or self.producer_wait_timeout_ms < 1:
+            raise SettingsError(
+                "producer_wait_replicas must be 0 or more, producer_wait_timeout_ms at least 1"
+            )
         if "{" in self.stream or "}" in self.stream:
             # A brace would make part of the name a hash tag, and a shard's keys could land in other slots.
             raise SettingsError("stream must not contain { or }")

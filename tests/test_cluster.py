@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import cast
@@ -177,3 +178,41 @@ def test_a_servers_client_that_meets_a_cluster_node_says_so(
     with pytest.raises(PublishRefused, match="names a node of a Redis Cluster"):
         publisher.publish(snapshot)
     assert publisher.buffered == 1
+
+
+def test_a_producer_waiting_for_a_replica_holds_back_what_a_frozen_replica_has_not_confirmed(
+    cluster: LocalCluster, on_cluster: Settings
+) -> None:
+    # Given a producer that waits for one replica, and the replica of one master frozen
+    client = connect(on_cluster.redis_url, 2.0)
+    assert isinstance(client, RedisCluster)
+    publisher = Publisher(client, on_cluster.keys, wait_replicas=1, wait_timeout_ms=200)
+    sim = Simulator(SimulationSpec(events=30, bookmakers=("sportybet", "bet9ja"), markets=2))
+    first = sim.cycle(TS)
+    assert publisher.publish_cycle(first).published == len(first)
+    master = cluster.master_of(on_cluster.keys.shard(0))
+    replica = cluster.replica_of(master)
+    cycle = sim.cycle(TS + 1000)
+    keys = on_cluster.keys
+    on_master = [
+        s
+        for s in cycle
+        if client.get_node_from_key(keys.shard(shard_of(s.event, s.bookmaker, keys.shards))).port  # type: ignore[no-untyped-call]
+        == master.port
+    ]
+    assert 0 < len(on_master) < len(cycle)
+    replica.pause()
+    try:
+        # When a cycle is published
+        result = publisher.publish_cycle(cycle)
+    finally:
+        replica.resume()
+    # Then what went to that master waits, as not replicated, and the rest counts as published
+    assert result.held_back == "not_replicated"
+    assert (result.published, result.buffered) == (len(cycle) - len(on_master), len(on_master))
+    # and once the replica is back, it goes out
+    deadline = time.monotonic() + 30
+    while publisher.buffered and time.monotonic() < deadline:
+        time.sleep(0.1)
+        publisher.flush()
+    assert publisher.buffered == 0 and publisher.total_published == len(first) + len(cycle)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import fakeredis
 import pytest
+import redis
 
 from producer.publisher import Publisher
+from producer.simulator import SimulationSpec, Simulator
 from shared.keys import Keys, shard_of
 from shared.wire import Market, Snapshot, encode
 
@@ -106,3 +108,18 @@ def test_a_feed_is_encoded_anew_when_any_of_its_markets_changed(server: fakeredi
     sent = [fields[b"data"] for _, fields in fakeredis.FakeRedis(server=server).xrange(stream)]
     assert sent == [encode(s)["data"] for s in snapshots]
     assert sent[1] == sent[0] != sent[2]
+
+
+def test_a_producer_waiting_for_a_replica_that_no_server_has_keeps_its_entries(
+    client: redis.Redis, keys: Keys
+) -> None:
+    # Given a producer that waits for one replica, on a server without any
+    replicas = int(client.info("replication")["connected_slaves"])
+    publisher = Publisher(client, keys, wait_replicas=replicas + 1, wait_timeout_ms=50)
+    snapshots = Simulator(SimulationSpec(events=5, bookmakers=("bet9ja",), markets=2)).cycle(
+        1_795_000_000_000
+    )
+    # When a cycle is published
+    result = publisher.publish_cycle(snapshots)
+    # Then nothing counts as published: it stays buffered, held back as not replicated
+    assert (result.published, result.buffered, result.held_back) == (0, len(snapshots), "not_replicated")

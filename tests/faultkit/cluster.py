@@ -99,11 +99,41 @@ class LocalCluster:
                 continue
         raise RuntimeError(f"no live node says who serves {key}")
 
-    def kill_master_of(self, key: str, timeout_s: float = 30.0) -> tuple[RedisServer, float]:
+    def rejoin(self, node: RedisServer, timeout_s: float = 30.0) -> None:
+        """Start a killed node again: it rejoins as a replica of whoever took its slots; returns once in
+        sync."""
+        node.start()
+        deadline = time.monotonic() + timeout_s
+        while not (_serving(node.port) and _in_sync(node.port)):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"node {node.port} did not rejoin the cluster in {timeout_s:g} s")
+            time.sleep(0.05)
+
+    def replica_of(self, master: RedisServer) -> RedisServer:
+        """A replica of master, as master itself lists them (INFO replication)."""
+        info = redis.Redis(port=master.port).info("replication")
+        port = int(info["slave0"]["port"])
+        return next(n for n in self._nodes if n.port == port)
+
+    def kill_master_of(
+        self, key: str, replica_behind_s: float = 0.0, timeout_s: float = 30.0
+    ) -> tuple[RedisServer, float]:
         """SIGKILL the master serving key, and wait until a replica serves its slot: returns the dead
-        master and the seconds until the promoted replica answered writes for the key."""
+        master and the seconds from the kill until the promoted replica answered for the key.
+
+        replica_behind_s > 0 cuts the replica off first, for that long: frozen (SIGSTOP) and its link
+        closed by the master, as a network partition would, so that the master dies with writes it
+        acknowledged and never sent (freezing alone is not enough: what the master wrote to the link waits
+        in the frozen replica's socket buffer). The replica is resumed right after the kill."""
         dead = self.master_of(key)
+        lagging = self.replica_of(dead) if replica_behind_s > 0 else None
+        if lagging is not None:
+            lagging.pause()
+            redis.Redis(port=dead.port).client_kill_filter(_type="replica")
+            time.sleep(replica_behind_s)
         dead.kill()
+        if lagging is not None:
+            lagging.resume()
         killed = time.monotonic()
         while time.monotonic() - killed < timeout_s:
             try:

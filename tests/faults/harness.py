@@ -249,6 +249,8 @@ class FaultRun:
                 settings.stream_hard_cap if settings.producer_hard_cap else None,
                 settings.producer_high_water,
                 on_delivery=self.accepted.extend,
+                wait_replicas=settings.producer_wait_replicas,
+                wait_timeout_ms=settings.producer_wait_timeout_ms,
             )
             if self.alerts is not None:
                 self.alerts.serve_producer(self._publisher)
