@@ -17,24 +17,25 @@ shortcut only ever returns what decode_data would return.
 
 from __future__ import annotations
 
-import sys
+import math
 from collections import OrderedDict
-from operator import lt
+from operator import itemgetter, lt
 from typing import Any
 
 import msgpack
 
 from shared.wire import (
     DEFAULT_LIMITS,
+    MAX_ODDS,
     DataLimits,
     Decoded,
-    InvalidEntry,
     MarketRow,
-    checked_market,
+    data_head,
     decode_data,
     fingerprint,
     pack_row,
     packed_data,
+    shared_labels,
     unpack_limited,
 )
 
@@ -52,51 +53,66 @@ class ReusingDecoder:
         self._snapshots: OrderedDict[bytes, Decoded] = OrderedDict()
         self._markets: dict[bytes, tuple[MarketRow, bytes]] = {}
 
-    def __call__(self, data: bytes) -> Decoded:
-        digest = fingerprint(data)
+    def __call__(self, data: bytes, *, digest: bytes | None = None) -> Decoded:
+        """decode_data(data); digest is fingerprint(data), when the caller has hashed it already."""
+        if digest is None:
+            digest = fingerprint(data)
         decoded = self._snapshots.get(digest)
         if decoded is not None:
             self._snapshots.move_to_end(digest)
             return decoded
         try:
-            decoded = self._from_markets(data)
+            decoded = self._from_markets(data, digest)
         except (ValueError, TypeError, msgpack.UnpackException):
             decoded = None  # the full decode says what is wrong
         if decoded is None:
-            decoded = decode_data(data, self._limits)
+            decoded = decode_data(data, self._limits, digest=digest)
         self._snapshots[digest] = decoded
         if len(self._snapshots) > self._snapshot_limit:
             self._snapshots.popitem(last=False)
         return decoded
 
-    def _from_markets(self, data: bytes) -> Decoded | None:
+    def _from_markets(self, data: bytes, digest: bytes) -> Decoded | None:
         pieces = _market_bytes(data, self._limits)
         if pieces is None:
             return None
-        rows: list[MarketRow] = []
-        canonical: list[bytes] = []
-        fresh: dict[bytes, tuple[MarketRow, bytes]] = {}
-        for raw in pieces:
-            known = self._markets.get(raw) or fresh.get(raw)
-            if known is None:
-                row = _one_market(raw, self._limits)
-                if row is None:
-                    return None
-                packed = pack_row(row)
-                known = fresh[raw] = (row, raw if packed == raw else packed)
-            rows.append(known[0])
-            canonical.append(known[1])
-        keys = [(r.market, r.specifier) for r in rows]
-        if not all(map(lt, keys, keys[1:])):
+        # One builtin pass looks every market up: a changed snapshot usually finds all but one to five.
+        known = list(map(self._markets.get, pieces))
+        if not all(known) and not self._learn(pieces, known):
+            return None
+        rows = tuple(map(_ROW, known))  # type: ignore[arg-type]  # all known now
+        keys = list(map(_KEY, rows))
+        if all(map(lt, keys, keys[1:])):
+            canonical = list(map(_CANONICAL, known))  # type: ignore[arg-type]
+            if canonical == pieces and data.startswith(data_head(len(pieces))):
+                return Decoded(digest, rows)  # data is canonical: its digest is its fingerprint
+        else:
             order = sorted(range(len(rows)), key=keys.__getitem__)
             if any(keys[a] == keys[b] for a, b in zip(order, order[1:])):
                 return None  # a market twice: refused, with its name, by the full decode
-            rows = [rows[i] for i in order]
-            canonical = [canonical[i] for i in order]
+            rows = tuple(rows[i] for i in order)
+            canonical = [known[i][1] for i in order]  # type: ignore[index]
+        return Decoded(fingerprint(packed_data(canonical)), rows)
+
+    def _learn(self, pieces: list[bytes], known: list[tuple[MarketRow, bytes] | None]) -> bool:
+        """Decode the markets not known yet into known and remember them; False if one is unusual."""
+        fresh: dict[bytes, tuple[MarketRow, bytes]] = {}
+        for i, raw in enumerate(pieces):
+            if known[i] is not None:
+                continue
+            found = fresh.get(raw) or _one_market(raw, self._limits)
+            if found is None:
+                return False
+            known[i] = fresh[raw] = found
         if len(self._markets) + len(fresh) > self._market_limit:
             self._markets.clear()  # unusual traffic cannot grow it without bound
         self._markets.update(fresh)
-        return Decoded(fingerprint(packed_data(canonical)), tuple(rows))
+        return True
+
+
+_ROW = itemgetter(0)
+_CANONICAL = itemgetter(1)
+_KEY = itemgetter(0, 1)  # a MarketRow's market and specifier
 
 
 def _market_bytes(data: bytes, limits: DataLimits) -> list[bytes] | None:
@@ -118,24 +134,44 @@ def _market_bytes(data: bytes, limits: DataLimits) -> list[bytes] | None:
     return pieces if start == len(data) else None  # trailing bytes: refused by the full decode
 
 
-def _one_market(raw: bytes, limits: DataLimits) -> MarketRow | None:
-    """One market's row, when it is a plain valid market: its three keys and a flat map of odds."""
+def _one_market(raw: bytes, limits: DataLimits) -> tuple[MarketRow, bytes] | None:
+    """One market's row and canonical bytes, when it is a plain valid market: its three keys, text labels
+    and a flat map of numeric odds, in any order. None for anything else, which the full decode judges.
+
+    Checked in a few builtin passes, as decode_data checks a whole snapshot (checking outcome by outcome
+    costs more than the rest of a changed snapshot): what passes is exactly what checked_market accepts.
+    """
     market: Any = unpack_limited(raw, limits)
     if not (isinstance(market, dict) and market.keys() == _MARKET_KEYS):
         return None
     outcomes = market["outcomes"]
-    if not isinstance(outcomes, dict) or not all(isinstance(v, int | float) for v in outcomes.values()):
-        return None  # nested containers would count towards the document's limit: the full decode counts
-    try:
-        row = checked_market(0, market)
-    except InvalidEntry:
-        return None  # the full decode gives the reason with the market's index
-    # Remembered rows share their names: a market's labels repeat in every version of it.
-    if len(_NAMES) >= _NAMES_LIMIT:
-        _NAMES.clear()
-    names = _NAMES.setdefault(row.outcomes, row.outcomes)
-    return MarketRow(sys.intern(row.market), sys.intern(row.specifier), names, row.odds)
+    # Only numbers: nested containers would count towards the document's limit, which the full decode
+    # counts; a bool is no number there.
+    if not (
+        isinstance(outcomes, dict)
+        and outcomes
+        and all(map(_NUMBER_TYPES.__contains__, map(type, outcomes.values())))
+    ):
+        return None
+    names, odds = tuple(outcomes), tuple(outcomes.values())
+    # Bounds before the sum: an integer too large for a float would not even convert.
+    if not (min(odds) >= 1.0 and max(odds) <= MAX_ODDS and math.isfinite(sum(odds))):
+        return None
+    in_order = all(map(lt, names, names[1:]))  # comparing a str with bin names raises TypeError: refused
+    if not in_order:
+        order = sorted(range(len(names)), key=names.__getitem__)
+        names, odds = tuple(names[i] for i in order), tuple(odds[i] for i in order)
+    labels = shared_labels((market["market"], market["specifier"], names))
+    if labels is None:
+        return None
+    floats = all(map(float.__instancecheck__, odds))
+    row = MarketRow(*labels, odds if floats else tuple(map(float, odds)))
+    # Its own keys in canonical order, outcomes sorted, odds floats: re-encoding what was decoded gives the
+    # canonical bytes without building them from the row.
+    canonical_shape = in_order and floats and tuple(market) == _CANONICAL_KEYS
+    packed = msgpack.packb(market, use_bin_type=True) if canonical_shape else pack_row(row)
+    return row, raw if packed == raw else packed
 
 
-_NAMES: dict[tuple[str, ...], tuple[str, ...]] = {}
-_NAMES_LIMIT = 100_000
+_NUMBER_TYPES = frozenset((int, float))
+_CANONICAL_KEYS = ("market", "specifier", "outcomes")

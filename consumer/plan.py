@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from operator import itemgetter
+from typing import Protocol
 
 from shared.keys import feed_key
 from shared.wire import Decoded, Envelope, InvalidEntry, MarketRow, fingerprint, parse_envelope
@@ -104,18 +106,30 @@ def parse(
 Decoder = Callable[[Parsed], Decoded]
 
 
-def needs_markets(parsed: Iterable[Parsed], states: Mapping[str, FeedState]) -> set[str]:
-    """The feeds whose stored markets the plan may compare with: those with an entry it may decode.
+class DataDecoder(Protocol):
+    """decode_data, given the digest of the raw bytes too (as fingerprint would give it)."""
 
-    The plan decodes an entry only when it is captured after the stored confirmation and its raw digest
-    differs from the stored fingerprint (or from a fingerprint the batch made current, which only follows
-    such an entry), so this is a superset of what it compares.
+    def __call__(self, data: bytes, *, digest: bytes) -> Decoded: ...
+
+
+def needs_markets(parsed: Iterable[Parsed], states: Mapping[str, FeedState], decode: Decoder) -> set[str]:
+    """The feeds whose stored markets the plan may compare with: those with an entry that may change them.
+
+    The plan compares markets only from the first entry captured after the stored confirmation whose
+    content fingerprint differs from the stored one, so this is a superset of what it compares. The raw
+    digest decides first: decoding only when it differs keeps canonical data from being decoded here, and
+    non-canonical data that did not change (decoded for the plan in any case) needs no markets.
     """
     feeds = set()
     for p in parsed:
         state = states.get(p.feed, EMPTY_FEED)
         if p.envelope.ts_ms > state.last_ts_ms and p.digest != state.fingerprint:
-            feeds.add(p.feed)
+            try:
+                changed = decode(p).fingerprint != state.fingerprint
+            except InvalidEntry:
+                changed = False  # dead-lettered by the plan
+            if changed:
+                feeds.add(p.feed)
     return feeds
 
 
@@ -175,13 +189,22 @@ def _changes(
     before: Mapping[MarketKey, MarketRow], rows: tuple[MarketRow, ...]
 ) -> tuple[list[Change], dict[MarketKey, MarketRow]]:
     """What a snapshot of these markets changes against the markets before: a delta, as feeds send them."""
-    after = {(row.market, row.specifier): row for row in rows}
-    changes: list[Change] = [(key, row) for key, row in after.items() if before.get(key) != row]
-    changes += [(key, None) for key in before if key not in after]
+    keys = list(map(_MARKET_KEY, rows))
+    after = dict(zip(keys, rows))
+    olds = list(map(before.get, keys))
+    # An unchanged market is usually the very row the decoder handed out before: `is` settles it.
+    changes: list[Change] = [
+        (key, row) for key, row, old in zip(keys, rows, olds) if old is not row and old != row
+    ]
+    if len(before) > len(olds) - olds.count(None):  # some market of before is not in after
+        changes += [(key, None) for key in before if key not in after]
     return changes, after
 
 
-def memo_decoder(decode_data: Callable[[bytes], Decoded]) -> Decoder:
+_MARKET_KEY = itemgetter(0, 1)  # a MarketRow's market and specifier
+
+
+def memo_decoder(decode_data: DataDecoder) -> Decoder:
     """Decode each distinct data payload once, however many entries of the batch carry it.
 
     Any other exception from decoding is a decoder bug that this payload triggers. It is turned into the
@@ -194,7 +217,7 @@ def memo_decoder(decode_data: Callable[[bytes], Decoded]) -> Decoder:
         outcome = seen.get(p.digest)
         if outcome is None:
             try:
-                outcome = decode_data(p.envelope.data)
+                outcome = decode_data(p.envelope.data, digest=p.digest)
             except InvalidEntry as exc:
                 outcome = exc
             except Exception as exc:

@@ -93,7 +93,7 @@ class Writer:
     def _apply(self, conn: Connection, parsed: list[Parsed], decode: Decoder, ids: dict[str, int]) -> Plan:
         with conn.transaction():
             states = self._lock_states(conn, ids)
-            need = needs_markets(parsed, states)
+            need = needs_markets(parsed, states, decode)
             current = self.markets.current(
                 conn, {ids[f]: states.get(f, EMPTY_FEED).snapshot_id for f in need}
             )
@@ -189,9 +189,10 @@ class Writer:
     ) -> dict[int, dict[tuple[str, str], int]]:
         """The series id of every market the inserts change, per feed id; creates the missing series.
 
-        New dicts: the cached ones must not learn ids that a rollback could take away.
+        The cached dicts are shared, not copied, unless a series is created: they must not learn ids that
+        a rollback could take away.
         """
-        series = {ids[new.feed]: dict(current[ids[new.feed]].series) for new in result.inserts}
+        series = {ids[new.feed]: current[ids[new.feed]].series for new in result.inserts}
         wanted = {
             (ids[new.feed], key)
             for new in result.inserts
@@ -199,7 +200,10 @@ class Writer:
             if key not in series[ids[new.feed]]
         }
         if wanted:
-            for (feed_id, key), series_id in create_series(conn, wanted).items():
+            created = create_series(conn, wanted)
+            for feed_id in {feed_id for feed_id, _ in created}:
+                series[feed_id] = dict(series[feed_id])
+            for (feed_id, key), series_id in created.items():
                 series[feed_id][key] = series_id
         return series
 

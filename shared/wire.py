@@ -137,7 +137,12 @@ def packed_in_order(ordered: Sequence[Market]) -> bytes:
 
 def packed_data(packed_markets: Sequence[bytes]) -> bytes:
     """The data of markets from their own encodings, in the order given."""
-    return _DATA_PREFIX + _array_header(len(packed_markets)) + b"".join(packed_markets)
+    return data_head(len(packed_markets)) + b"".join(packed_markets)
+
+
+def data_head(markets: int) -> bytes:
+    """What data of this many markets holds before the first one's encoding."""
+    return _DATA_PREFIX + _array_header(markets)
 
 
 _market_key = attrgetter("market", "specifier")
@@ -216,8 +221,12 @@ def _parse_envelope(fields: Mapping[bytes, bytes], max_entry_bytes: int) -> Enve
     return Envelope(_text("event", fields[b"event"], 1), bookmaker.decode(), _ts(fields[b"ts"]), data)
 
 
-def decode_data(data: bytes, limits: DataLimits = DEFAULT_LIMITS) -> Decoded:
-    """Decode and validate the markets, and fingerprint their canonical form."""
+def decode_data(data: bytes, limits: DataLimits = DEFAULT_LIMITS, *, digest: bytes | None = None) -> Decoded:
+    """Decode and validate the markets, and fingerprint their canonical form.
+
+    digest: fingerprint(data), when the caller has it already (every entry's raw bytes are hashed at
+    parse), so that canonical data is not hashed twice.
+    """
     try:
         doc = unpack_limited(data, limits)
     except InvalidEntry:
@@ -238,7 +247,7 @@ def decode_data(data: bytes, limits: DataLimits = DEFAULT_LIMITS) -> Decoded:
     keys = list(map(_market_key, rows))
     # Strictly increasing keys: in canonical order, and no market twice.
     if well_formed and all(map(lt, keys, keys[1:])) and _is_canonical(doc, markets, data):
-        return Decoded(fingerprint(data), tuple(rows))
+        return Decoded(fingerprint(data) if digest is None else digest, tuple(rows))
     ordered_keys = sorted(keys)
     if len(set(keys)) != len(keys):
         twice = next(k for k, after in zip(ordered_keys, ordered_keys[1:]) if k == after)
@@ -367,11 +376,22 @@ def _well_formed(markets: list[Any]) -> list[MarketRow] | None:
     return list(map(MarketRow, names, specifiers, outcome_names, map(tuple, map(dict.values, outcomes))))
 
 
-_KNOWN_LABELS: set[tuple[Any, Any, tuple[Any, ...]]] = set()
+Labels = tuple[Any, Any, tuple[Any, ...]]  # a market's name, specifier and outcome names in order
+# Each to the first equal instance seen: rows built from it share their strings and tuples.
+_KNOWN_LABELS: dict[Labels, Labels] = {}
 _KNOWN_LABELS_LIMIT = 100_000
 
 
-def _remember_if_good(labels: tuple[Any, Any, tuple[Any, ...]]) -> bool:
+def shared_labels(labels: Labels) -> Labels | None:
+    """These labels when well-formed, as the instance remembered first (rows that keep them share it);
+    None when they are not well-formed (outcomes out of order included)."""
+    known = _KNOWN_LABELS.get(labels)
+    if known is None and _remember_if_good(labels):
+        known = labels
+    return known
+
+
+def _remember_if_good(labels: Labels) -> bool:
     """Whether a market's labels are well-formed, its outcomes non-empty and in order; if so, remember."""
     market, specifier, outcome_names = labels
     texts = (market, specifier, *outcome_names)
@@ -387,7 +407,7 @@ def _remember_if_good(labels: tuple[Any, Any, tuple[Any, ...]]) -> bool:
     if good:
         if len(_KNOWN_LABELS) >= _KNOWN_LABELS_LIMIT:
             _KNOWN_LABELS.clear()  # unusual labels cannot grow it without bound
-        _KNOWN_LABELS.add(labels)
+        _KNOWN_LABELS[labels] = labels
     return good
 
 

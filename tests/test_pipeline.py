@@ -107,9 +107,9 @@ def test_unchanged_snapshot_needs_no_decode(
 
     decode = ReusingDecoder.__call__
 
-    def counting(self: ReusingDecoder, data: bytes) -> object:
+    def counting(self: ReusingDecoder, data: bytes, *, digest: bytes | None = None) -> object:
         decodes.append(data)
-        return decode(self, data)
+        return decode(self, data, digest=digest)
 
     monkeypatch.setattr(ReusingDecoder, "__call__", counting)
     # When the next cycle repeats every snapshot's odds

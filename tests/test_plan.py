@@ -85,10 +85,10 @@ def test_a_decoder_that_breaks_on_some_data_dead_letters_that_entry_only() -> No
     # Given a decoder with a bug that one payload triggers, among good entries of other feeds
     good, odd = parsed(entry(2.0, TS, event="e1"), entry(3.0, TS, event="e2"))
 
-    def buggy(data: bytes) -> Decoded:
+    def buggy(data: bytes, *, digest: bytes) -> Decoded:
         if data == odd.envelope.data:
             raise TypeError("unhashable type: 'list'")
-        return decode_data(data)
+        return decode_data(data, digest=digest)
 
     # When planned
     result = plan([good, odd], {}, memo_decoder(buggy))

@@ -1,4 +1,4 @@
-"""`python -m tests.bench [--quick] [--backlog N] [--only-large]`: pipeline performance on real servers.
+"""`python -m tests.bench [--quick] [--backlog N] [--only-large | --only-speed]`: pipeline performance.
 
 Consumers run as real processes, as in production. Throughput is timed on a pre-filled backlog: the
 consumers are started and warmed up first (leases spread, opening lines written), then paused with SIGSTOP
@@ -28,6 +28,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only-large", action="store_true", help="only the row of 5,000-market snapshots (1,200 of them)"
     )
+    parser.add_argument(
+        "--only-speed",
+        action="store_true",
+        help="only the rows against the code before and of the foreign producer",
+    )
     add_server_options(parser)
     args = parser.parse_args(argv)
     quick = args.quick
@@ -41,7 +46,9 @@ def main(argv: list[str] | None = None) -> int:
         large_cycles=2 if quick else 4,
     )
     started = time.perf_counter()
-    report = run(args.redis_url, args.database_url, size, only_large=args.only_large)
+    report = run(
+        args.redis_url, args.database_url, size, only_large=args.only_large, only_speed=args.only_speed
+    )
     print("| Measure | Result | Alongside |")
     print("|---|---|---|")
     print("\n".join(report.lines))

@@ -27,11 +27,17 @@ class Report:
         self.lines.append(f"| {what} | {value} | {note} |")
 
 
-def run(redis_url: str, database_url: str, size: Size, only_large: bool = False) -> Report:
+def run(
+    redis_url: str, database_url: str, size: Size, only_large: bool = False, only_speed: bool = False
+) -> Report:
     report = Report()
-    if only_large:
+    if only_large or only_speed:
         with bench(redis_url, database_url, size) as b:
-            large_row(b, report)
+            if only_large:
+                large_row(b, report)
+            else:
+                previous_rows(b, report)
+                foreign_rows(b, report)
         return report
     per_cycle = size.events * len(BOOKMAKERS)
     say(
