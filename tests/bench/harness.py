@@ -66,6 +66,10 @@ class Bench:
         self.procs: list[subprocess.Popen[bytes]] = []
         self.streams_used: list[str] = []
         self.shards = SHARDS  # of the streams new_stream() names from now on
+        # Longer than publishing a backlog takes: the throughput runs SIGSTOP the consumers meanwhile, and
+        # a lease lapsing then would time its take-over, not the pipeline. Consumers rebalance every
+        # quarter of it, which is how long spreading the leases can take.
+        self.lease_ttl_ms = 60_000
         self.clock_ms = ms_now() - 3_600_000  # capture times: an hour back, one second per cycle
 
     # --- setup and teardown -------------------------------------------------------------------------
@@ -106,9 +110,7 @@ class Bench:
                 "ODDS_STREAM": stream,
                 "ODDS_SHARDS": str(self.shards),
                 "ODDS_GROUP": GROUP,
-                # Longer than publishing a backlog takes: the throughput runs SIGSTOP the consumers
-                # meanwhile, and a lease lapsing then would time its take-over, not the pipeline.
-                "ODDS_LEASE_TTL_MS": "60000",
+                "ODDS_LEASE_TTL_MS": str(self.lease_ttl_ms),
                 "ODDS_DB_DEADLINE_S": "4",
                 # Trimming would delete the backlog that the yardstick reads again afterwards.
                 "ODDS_TRIM_INTERVAL_S": "3600",
@@ -172,8 +174,12 @@ class Bench:
         self.procs += procs
         return procs
 
-    def wait_leases(self, keys: Keys, count: int, timeout_s: float = 30.0) -> None:
-        """Until the shards are spread evenly: each of `count` consumers holds its fair share."""
+    def wait_leases(self, keys: Keys, count: int) -> None:
+        """Until the shards are spread evenly: each of `count` consumers holds its fair share.
+
+        Consumers started together can race for the shards; the one that took more than its share gives
+        the rest back at its next rebalance, and the other takes them at its own: two renewal periods."""
+        timeout_s = 10 + 2.5 * self.lease_ttl_ms / 4000
         deadline = time.monotonic() + timeout_s
         shards = keys.shards
         fair = -(-shards // count)

@@ -11,6 +11,7 @@ from tests.bench.harness import BOOKMAKERS, MARKETS, SEED, Bench, Size, bench
 from tests.bench.large import large_snapshots
 from tests.bench.measures import RunResult
 from tests.bench.queries import timed_queries
+from tests.bench.scale_rows import scale_rows
 from tests.bench.storage import full_write_bytes
 from tests.large_snapshots import MARKETS as LARGE_MARKETS
 from tests.old_checkout import NoHistory, commit_before, export
@@ -153,6 +154,9 @@ def run(
             f"({fp_bytes / max(1, fields):,.0f} B each); one expiry pass {sweep_s:,.1f} s, {left:,} left",
         )
         large_row(b, report)
+        say("scale: 1, 2 and 4 consumers on one server and on a local cluster ...")
+        for row in scale_rows(b, database_url, size):
+            report.row(*row)
     return report
 
 
