@@ -12,20 +12,22 @@ import asyncio
 import contextlib
 import itertools
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 import redis
 import redis.asyncio
 import structlog
+from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from producer.core import HARD_CAP_COMMANDS, DeliveryReport, PublishCore, PublishRefused, PublishResult
 from shared.keys import Keys
-from shared.memory import memory_from_info
+from shared.memory import RedisMemory, memory_from_info
 from shared.redis_client import Client, connect
+from shared.redis_errors import ClusterUnsupported, cluster_enabled, what_to_fix
 from shared.settings import Settings
 from shared.trim import enforce_hard_cap
 from shared.wire import Snapshot
@@ -36,6 +38,21 @@ ENCODE_SLICE = 500  # snapshots encoded between two yields to the event loop
 # Entries per pipeline: packing a pipeline's commands holds the loop, so chunks are smaller than the sync
 # publisher's: with 250 the longest stall stayed at a few ms while a buffered backlog went out.
 PIPELINE_CHUNK = 250
+ASYNC_CLIENT_GIVEN = (
+    "the asyncio publisher was handed a single server's client: build it with from_settings, or hand it "
+    "a redis.asyncio.RedisCluster"
+)
+AsyncClient = redis.asyncio.Redis | AsyncRedisCluster
+
+
+def _options(timeout_s: float) -> dict[str, Any]:
+    # No hidden retries: the buffer and its backoff are the retry policy (see shared.redis_client).
+    return {
+        "socket_timeout": timeout_s,
+        "socket_connect_timeout": timeout_s,
+        "retry": Retry(NoBackoff(), 0),
+        "decode_responses": False,
+    }
 
 
 class AsyncPublisher:
@@ -43,15 +60,19 @@ class AsyncPublisher:
 
     def __init__(
         self,
-        client: redis.asyncio.Redis,
+        client: AsyncClient,
         keys: Keys,
         buffer_limit: int = 100_000,
         high_water: float = 0.8,
         hard_cap: int = 1_000_000,
         hard_cap_client: Client | None = None,
         on_delivery: DeliveryReport | None = None,
+        cluster_client: Callable[[], AsyncRedisCluster] | None = None,
     ) -> None:
         self._client = client
+        # Given when built from settings: a node of a Redis Cluster then gets a cluster client at first
+        # contact (see _first_contact); a client handed in alone is used as it is.
+        self._cluster_client = cluster_client
         self._keys = keys
         # The hard cap's trimming is rare and reads several replies in turn: it runs on a thread with a
         # sync client instead of a second, async copy of it. None leaves the cap to the consumers, as
@@ -67,21 +88,15 @@ class AsyncPublisher:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AsyncPublisher:
-        client = redis.asyncio.Redis.from_url(
-            settings.redis_url,
-            socket_timeout=settings.redis_timeout_s,
-            socket_connect_timeout=settings.redis_timeout_s,
-            # No hidden retries: the buffer and its backoff are the retry policy (see shared.redis_client).
-            retry=Retry(NoBackoff(), 0),
-            decode_responses=False,
-        )
+        timeout = settings.redis_timeout_s
         return cls(
-            client,
+            redis.asyncio.Redis.from_url(settings.redis_url, **_options(timeout)),
             settings.keys,
             settings.producer_buffer,
             settings.producer_high_water,
             settings.stream_hard_cap,
-            connect(settings.redis_url, settings.redis_timeout_s) if settings.producer_hard_cap else None,
+            connect(settings.redis_url, timeout) if settings.producer_hard_cap else None,
+            cluster_client=lambda: AsyncRedisCluster.from_url(settings.redis_url, **_options(timeout)),
         )
 
     async def __aenter__(self) -> Self:
@@ -163,22 +178,44 @@ class AsyncPublisher:
                 self._wake.clear()
                 await self._wake.wait()  # the next publish raises it; then try again
 
+    async def _first_contact(self) -> None:
+        """A node of a Redis Cluster gets a cluster client, when the URL is known; else it is refused at
+        once, before anything is written (some entries would be taken, others redirected)."""
+        if isinstance(self._client, AsyncRedisCluster):
+            return
+        try:
+            clustered = cluster_enabled(await self._client.info("cluster"))
+        except redis.ResponseError:
+            clustered = False  # INFO refused, or unknown to a Redis-compatible server: MOVED would tell
+        if not clustered:
+            return
+        if self._cluster_client is None:
+            raise PublishRefused(what_to_fix(ClusterUnsupported(ASYNC_CLIENT_GIVEN), "producer"))
+        await self._client.aclose()
+        self._client = self._cluster_client()
+
+    async def _memory(self) -> RedisMemory:
+        """The server's memory, or that of the cluster master closest to full (as shared.memory does)."""
+        if not isinstance(self._client, AsyncRedisCluster):
+            return memory_from_info(await self._client.info("memory"))
+        replies = await self._client.info("memory", target_nodes=AsyncRedisCluster.PRIMARIES)
+        readings = [memory_from_info(info) for info in replies.values()]
+        return max(readings, key=lambda m: (m.share or 0.0, m.used_bytes))
+
     async def _flush_once(self) -> int:
         core = self.core
         sent = 0
         try:
             if not core.shard_count_known:
-                try:
-                    core.check_standalone(await self._client.info("cluster"))
-                except redis.ResponseError:
-                    core.check_standalone({})  # INFO refused, or unknown to a Redis-compatible server
-                commands = core.shard_count_commands(self._client.pipeline(transaction=False))
-                replies = await commands.execute(raise_on_error=False)
+                await self._first_contact()
+                pipe = self._client.pipeline(transaction=False)
+                # Either pipeline type queues the same two commands.
+                replies = await core.shard_count_commands(pipe).execute(raise_on_error=False)  # type: ignore[type-var]
                 if not core.shard_count_replies(replies, time.monotonic()):
                     return 0
             while True:
                 if core.memory_due(time.monotonic()):
-                    core.memory_read(memory_from_info(await self._client.info("memory")), time.monotonic())
+                    core.memory_read(await self._memory(), time.monotonic())
                 chunk = core.next_chunk(time.monotonic(), PIPELINE_CHUNK)
                 if not chunk:
                     break

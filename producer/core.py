@@ -8,12 +8,13 @@ mark), so that consumers always have the room their bookkeeping needs to drain a
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
 import redis
 import redis.asyncio
+import redis.asyncio.cluster
 import structlog
 
 from producer.buffer import SUPERSEDED, Pending, SendBuffer
@@ -22,9 +23,7 @@ from shared.backoff import compute_backoff
 from shared.keys import Keys, shard_of
 from shared.memory import RedisMemory
 from shared.redis_errors import (
-    ClusterUnsupported,
     Condition,
-    cluster_enabled,
     condition,
     describe,
     what_to_fix,
@@ -43,8 +42,6 @@ MEMORY_RECHECK_S = 1.0
 ENTRY_OVERHEAD_BYTES = 64  # an entry's id and field names in the stream, on top of its values
 
 
-ASYNC_ON_CLUSTER = "the asyncio publisher talks to one server only: publish to a cluster with Publisher"
-
 # What a refusal of the hard cap's commands means (see the producer_hard_cap setting).
 HARD_CAP_COMMANDS = (
     "ODDS_PRODUCER_HARD_CAP=1: enforcing the hard cap needs XLEN, XINFO GROUPS, XPENDING and XTRIM; set it "
@@ -52,7 +49,9 @@ HARD_CAP_COMMANDS = (
 )
 
 # A sync or an asyncio pipeline: queuing a command returns the pipeline either way.
-PipelineT = TypeVar("PipelineT", redis.client.Pipeline, redis.asyncio.client.Pipeline)
+PipelineT = TypeVar(
+    "PipelineT", redis.client.Pipeline, redis.asyncio.client.Pipeline, redis.asyncio.cluster.ClusterPipeline
+)
 
 # Called with the snapshots Redis took, after each pipeline, in the order they were sent.
 DeliveryReport = Callable[[list[Snapshot]], None]
@@ -201,14 +200,6 @@ class PublishCore:
         self._put_back(kept)
         self.failed(first, now, f"XADD {chunk[failed[0]].stream}")
         return len(sent)
-
-    def check_standalone(self, info: Mapping[str, object]) -> None:
-        """For the asyncio publisher, before anything is written: it talks to one server, and a node of a
-        Redis Cluster would take some entries and redirect others (MOVED), so it is refused at once. info
-        is the `INFO cluster` reply, empty when the producer's user may not run INFO (a cluster then still
-        shows, by its MOVED replies)."""
-        if cluster_enabled(info):
-            raise PublishRefused(what_to_fix(ClusterUnsupported(ASYNC_ON_CLUSTER), "producer"))
 
     def shard_count_commands(self, pipe: PipelineT) -> PipelineT:
         """Queue recording our shard count (unless one is recorded) and reading the recorded one."""

@@ -17,11 +17,15 @@ from typing import cast
 import psycopg
 import pytest
 import redis
+import redis.asyncio
 from redis.cluster import RedisCluster
 
 from consumer.__main__ import main
 from consumer.daemon import Daemon
 from consumer.dlq import DeadLetters, Selection
+from consumer.localservers import free_port
+from consumer.memory_watch import MemoryWatch
+from consumer.metrics import ConsumerMetrics
 from consumer.status import collect
 from producer.async_publisher import AsyncPublisher
 from producer.core import PublishRefused
@@ -35,6 +39,7 @@ from tests.faultkit.cluster import LocalCluster
 from tests.history import compare, count_snapshot_rows, expected_history, stored_history
 from tests.support import connection_flags, counters, dead_letter, dead_letters, drain
 from tests.test_dlq import snapshot_fields
+from tests.test_metrics import scrape, value
 
 TS = 1_795_000_000_000
 Conn = psycopg.Connection[tuple[object, ...]]
@@ -152,11 +157,32 @@ def test_replay_on_a_cluster_puts_each_letter_on_its_feeds_shard_once(
     assert counters(client, keys)["replayed"] == len(events)
 
 
-def test_the_asyncio_publisher_refuses_a_cluster_in_one_line(on_cluster: Settings) -> None:
+def test_the_asyncio_publisher_built_from_settings_publishes_to_a_cluster(
+    on_cluster: Settings, daemon: Daemon, db: Conn
+) -> None:
+    # Given a cycle published by an asyncio scraper through a node of the cluster
+    snapshots = Simulator(SimulationSpec(events=15, bookmakers=("bet9ja", "sportybet"), markets=3)).cycle(TS)
+
+    async def publish() -> bool:
+        async with AsyncPublisher.from_settings(on_cluster) as publisher:
+            await publisher.publish_cycle(snapshots)
+            return await publisher.flush(10.0)
+
+    assert asyncio.run(publish())
+    drain(daemon)
+    # Then every snapshot reached its shard, wherever its master is, and is stored as one writer would
+    report = compare(expected_history(snapshots), stored_history(db))
+    assert report.ok, report.summary()
+    assert counters(daemon.client, on_cluster.keys)["published"] == len(snapshots)
+
+
+def test_an_asyncio_publisher_handed_a_servers_client_refuses_a_cluster(
+    cluster: LocalCluster, on_cluster: Settings
+) -> None:
     snapshot = Snapshot("sr:4", "bet9ja", TS, (Market("1X2", "", {"1": 2.0, "X": 3.0, "2": 4.0}),))
 
     async def publish() -> None:
-        publisher = AsyncPublisher.from_settings(on_cluster)
+        publisher = AsyncPublisher(redis.asyncio.Redis.from_url(cluster.url), on_cluster.keys)
         try:
             await publisher.publish(snapshot)
             await publisher.flush(2.0)
@@ -164,7 +190,7 @@ def test_the_asyncio_publisher_refuses_a_cluster_in_one_line(on_cluster: Setting
         finally:
             await publisher.aclose(flush_timeout_s=0)
 
-    with pytest.raises(PublishRefused, match="asyncio publisher talks to one server only"):
+    with pytest.raises(PublishRefused, match="handed a single server's client"):
         asyncio.run(publish())
 
 
@@ -216,3 +242,53 @@ def test_a_producer_waiting_for_a_replica_holds_back_what_a_frozen_replica_has_n
         time.sleep(0.1)
         publisher.flush()
     assert publisher.buffered == 0 and publisher.total_published == len(first) + len(cycle)
+
+
+def test_metrics_and_status_on_a_cluster_count_every_shard(
+    on_cluster: Settings, daemon: Daemon, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given entries waiting on every shard, over the three masters, and a consumer's metrics
+    client = daemon.client
+    keys = on_cluster.keys
+    for n, stream in enumerate(keys.all_shards()):
+        for i in range(n % 3 + 1):
+            client.xadd(stream, {"i": i})
+    watch = MemoryWatch(client, daemon.streams)
+    metrics = ConsumerMetrics(client, keys, watch, refresh_s=0)
+    watch.sample()
+    metrics.refresh(set(range(keys.shards)))
+    server = metrics.serve(free_port(), addr="127.0.0.1")
+    try:
+        samples = scrape(server.server_address[1])
+    finally:
+        server.shutdown()
+    # Then each shard's backlog gauge is what its stream holds, and memory is a master's reading
+    for n in range(keys.shards):
+        assert value(samples, "odds_consumer_backlog_entries", shard=str(n)) == client.xlen(keys.shard(n))
+    assert watch.last is not None and value(samples, "odds_redis_used_memory_bytes") == watch.last.used_bytes
+    # And status through the command line counts the same backlog
+    capsys.readouterr()
+    main(["status", "--json", *connection_flags(on_cluster)])
+    report = json.loads(capsys.readouterr().out)
+    assert report["backlog"] == sum(int(client.xlen(s)) for s in keys.all_shards())
+
+
+def test_scripts_lost_by_a_promoted_replica_are_loaded_again(
+    on_cluster: Settings, daemon: Daemon, db: Conn
+) -> None:
+    # Given a consumer that has run its scripts, and every master's script cache then emptied, as a
+    # promoted replica's is (the cache is not replicated)
+    publisher = Publisher.from_settings(on_cluster)
+    sim = Simulator(SimulationSpec(events=10, bookmakers=("bet9ja",), markets=2, change_rate=1.0))
+    published = sim.cycle(TS)
+    publisher.publish_cycle(published)
+    drain(daemon)
+    client = cast(RedisCluster, daemon.client)
+    client.script_flush()
+    assert not any(client.script_exists(daemon.streams._finish.sha))  # type: ignore[attr-defined]
+    # When more is published, then it is read, written and acknowledged as before (NOSCRIPT reloads)
+    later = sim.cycle(TS + 1000)
+    publisher.publish_cycle(later)
+    drain(daemon)
+    report = compare(expected_history(published + later), stored_history(db))
+    assert report.ok, report.summary()
