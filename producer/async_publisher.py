@@ -14,19 +14,17 @@ import itertools
 import time
 from collections.abc import Callable, Iterable
 from types import TracebackType
-from typing import Any, Self
+from typing import Self
 
 import redis
 import redis.asyncio
 import structlog
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from producer.core import HARD_CAP_COMMANDS, DeliveryReport, PublishCore, PublishRefused, PublishResult
 from shared.keys import Keys
-from shared.memory import RedisMemory, memory_from_info
-from shared.redis_client import Client, connect
+from shared.memory import RedisMemory, fullest, memory_from_info
+from shared.redis_client import Client, client_options, connect
 from shared.redis_errors import ClusterUnsupported, cluster_enabled, what_to_fix
 from shared.settings import Settings
 from shared.trim import enforce_hard_cap
@@ -43,16 +41,6 @@ ASYNC_CLIENT_GIVEN = (
     "a redis.asyncio.RedisCluster"
 )
 AsyncClient = redis.asyncio.Redis | AsyncRedisCluster
-
-
-def _options(timeout_s: float) -> dict[str, Any]:
-    # No hidden retries: the buffer and its backoff are the retry policy (see shared.redis_client).
-    return {
-        "socket_timeout": timeout_s,
-        "socket_connect_timeout": timeout_s,
-        "retry": Retry(NoBackoff(), 0),
-        "decode_responses": False,
-    }
 
 
 class AsyncPublisher:
@@ -90,13 +78,13 @@ class AsyncPublisher:
     def from_settings(cls, settings: Settings) -> AsyncPublisher:
         timeout = settings.redis_timeout_s
         return cls(
-            redis.asyncio.Redis.from_url(settings.redis_url, **_options(timeout)),
+            redis.asyncio.Redis.from_url(settings.redis_url, **client_options(timeout)),
             settings.keys,
             settings.producer_buffer,
             settings.producer_high_water,
             settings.stream_hard_cap,
             connect(settings.redis_url, timeout) if settings.producer_hard_cap else None,
-            cluster_client=lambda: AsyncRedisCluster.from_url(settings.redis_url, **_options(timeout)),
+            cluster_client=lambda: AsyncRedisCluster.from_url(settings.redis_url, **client_options(timeout)),
         )
 
     async def __aenter__(self) -> Self:
@@ -195,12 +183,11 @@ class AsyncPublisher:
         self._client = self._cluster_client()
 
     async def _memory(self) -> RedisMemory:
-        """The server's memory, or that of the cluster master closest to full (as shared.memory does)."""
+        """The server's memory, or that of the cluster master closest to full (as read_memory reads it)."""
         if not isinstance(self._client, AsyncRedisCluster):
             return memory_from_info(await self._client.info("memory"))
         replies = await self._client.info("memory", target_nodes=AsyncRedisCluster.PRIMARIES)
-        readings = [memory_from_info(info) for info in replies.values()]
-        return max(readings, key=lambda m: (m.share or 0.0, m.used_bytes))
+        return fullest([memory_from_info(info) for info in replies.values()])
 
     async def _flush_once(self) -> int:
         core = self.core

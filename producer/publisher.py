@@ -8,7 +8,6 @@ connect timeouts. What decides all this is in producer/core.py, shared with the 
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Iterable
 
@@ -21,7 +20,7 @@ from shared.backlog import group_backlog
 from shared.counters import read_totals
 from shared.keys import Keys
 from shared.memory import read_memory
-from shared.redis_client import Client, connect, first_contact
+from shared.redis_client import Client, connect, first_contact, refresh_topology
 from shared.redis_errors import ClusterUnsupported, NotReplicated, TopologyChanged, what_to_fix
 from shared.settings import Settings
 from shared.trim import enforce_hard_cap
@@ -181,8 +180,7 @@ class Publisher:
         moved = (redis.exceptions.MovedError, redis.exceptions.AskError, redis.ConnectionError)
         if not any(isinstance(reply, moved) for reply in got):
             return got
-        with contextlib.suppress(redis.RedisError):  # the next attempt reads the map again
-            self._client.nodes_manager.initialize()
+        refresh_topology(self._client)
         return [TopologyChanged(str(reply)) if isinstance(reply, moved) else reply for reply in got]
 
     def _first_contact(self) -> bool:

@@ -63,7 +63,11 @@ def memory_from_info(info: Mapping[str, Any]) -> RedisMemory:
 def read_memory(client: Client) -> RedisMemory:
     """The memory of the server that holds keys, or of the cluster master closest to full: a backlog
     grows on the masters of its shards, and the first one full refuses the producers' entries."""
-    readings = on_each_server(client, lambda server: memory_from_info(server.info("memory")))
+    return fullest(on_each_server(client, lambda server: memory_from_info(server.info("memory"))))
+
+
+def fullest(readings: list[RedisMemory]) -> RedisMemory:
+    """Of the readings of a cluster's masters, the one closest to full (the only one, on one server)."""
     return max(readings, key=lambda m: (m.share or 0.0, m.used_bytes))
 
 

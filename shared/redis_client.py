@@ -10,6 +10,7 @@ connecting, and a cluster node gets a cluster client (which finds the other node
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -26,7 +27,8 @@ T = TypeVar("T")
 Client = redis.Redis | RedisCluster
 
 
-def _options(timeout_s: float) -> dict[str, Any]:
+def client_options(timeout_s: float) -> dict[str, Any]:
+    """What every Redis client of the pipeline is built with, sync or asyncio, server or cluster."""
     return {
         "socket_timeout": timeout_s,
         "socket_connect_timeout": timeout_s,
@@ -41,7 +43,7 @@ def connect(url: str, timeout_s: float) -> Client:
     Redis may be down when a scraper or a consumer starts; then the server's client is returned, and
     first_contact() tells a cluster apart once it answers.
     """
-    server = redis.Redis.from_url(url, health_check_interval=30, **_options(timeout_s))
+    server = redis.Redis.from_url(url, health_check_interval=30, **client_options(timeout_s))
     try:
         clustered = is_cluster_node(server)
     except redis.RedisError:
@@ -51,7 +53,7 @@ def connect(url: str, timeout_s: float) -> Client:
     server.close()
     # The cluster client gets no retries either (it still follows MOVED): a failover shows up as errors,
     # which each caller retries with its backoff while the client finds the new topology.
-    return RedisCluster.from_url(url, **_options(timeout_s))
+    return RedisCluster.from_url(url, **client_options(timeout_s))
 
 
 def is_cluster_node(server: redis.Redis) -> bool:
@@ -88,5 +90,12 @@ def on_each_server(client: Client, call: Callable[[redis.Redis], T]) -> list[T]:
     try:
         return [call(client.get_redis_connection(node)) for node in client.get_primaries()]  # type: ignore[no-untyped-call]
     except (redis.ConnectionError, redis.TimeoutError):
-        client.nodes_manager.initialize()
+        refresh_topology(client)
         raise
+
+
+def refresh_topology(client: RedisCluster) -> None:
+    """Read the cluster's map of nodes again, after a master's own connection met a dead master or a moved
+    slot; if no node answers now, the next attempt reads it again."""
+    with contextlib.suppress(redis.RedisError):
+        client.nodes_manager.initialize()
