@@ -5,7 +5,9 @@ Entries still to do on the old shards would then be read in parallel with the sa
 on their new shards, out of order; so the count changes only while there is nothing to do: the producers
 stopped (or holding entries in their buffers), every shard drained, and no consumer alive. The old shard
 streams are deleted, because their entries are all done and a shard beyond the new count would show in
-status as stray; the fingerprints are per feed and stay valid.
+status as stray. A feed's fingerprint stays in its old shard's hash, where its new shard does not look: one
+Postgres look-up each, since fingerprints are a cache. The counters of dropped shards are added to the
+shared counters hash, and a dropped shard's dead letters must be replayed or purged first.
 """
 
 from __future__ import annotations

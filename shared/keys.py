@@ -69,6 +69,9 @@ class Keys:
         """Fingerprints of the feeds of shard n."""
         return self._of_shard(n, "fingerprints")
 
+    def all_fingerprints(self) -> list[str]:
+        return [self.fingerprints(n) for n in range(self.shards)]
+
     def shard_stats(self, n: int) -> str:
         """The consumers' counters of shard n, added in the step that acknowledges what they count."""
         return self._of_shard(n, "stats")

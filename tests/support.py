@@ -82,8 +82,8 @@ def counters(client: Client, keys: Keys) -> dict[str, int]:
 def fingerprints(client: Client, keys: Keys) -> dict[bytes, bytes]:
     """Every shard's fingerprints, feed -> stored value."""
     found: dict[bytes, bytes] = {}
-    for n in range(keys.shards):
-        found.update(client.hgetall(keys.fingerprints(n)))  # type: ignore[arg-type]
+    for hash_key in keys.all_fingerprints():
+        found.update(client.hgetall(hash_key))  # type: ignore[arg-type]
     return found
 
 

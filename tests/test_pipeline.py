@@ -153,7 +153,7 @@ def test_lost_fingerprint_hash_heals_from_postgres(
     publisher.publish_cycle(sim.cycle(TS))
     drain(daemon)
     rows = count_snapshot_rows(db)
-    client.delete(*(keys.fingerprints(n) for n in range(keys.shards)))
+    client.delete(*keys.all_fingerprints())
     # When the next, unchanged cycle arrives
     publisher.publish_cycle(sim.cycle(TS + 1000))
     drain(daemon)
@@ -180,7 +180,7 @@ def test_crash_between_commit_and_ack_loses_and_duplicates_nothing(
 
     def die(outcome: object) -> None:
         if point == "after_fingerprints":
-            client.delete(*(keys.fingerprints(n) for n in range(keys.shards)))
+            client.delete(*keys.all_fingerprints())
             finish.__self__._client.hset(keys.fingerprints(0), "x", b"y")  # a partial write landed
         raise Crash
 

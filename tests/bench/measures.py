@@ -268,8 +268,8 @@ def many_feeds(b: Bench, feeds: int) -> tuple[int, int, int, float, int]:
     b.wait_drained(keys, feeds)
     peak = vm_hwm_kb(procs[0].pid)
     b.stop(procs)
-    fingerprint_bytes = sum(int(b.client.memory_usage(h, samples=0) or 0) for h in fingerprint_hashes(keys))
-    fields = sum(int(b.client.hlen(h)) for h in fingerprint_hashes(keys))
+    fingerprint_bytes = sum(int(b.client.memory_usage(h, samples=0) or 0) for h in keys.all_fingerprints())
+    fields = sum(int(b.client.hlen(h)) for h in keys.all_fingerprints())
     # The captures are an hour old: a one-minute expiry makes one pass delete every one of them.
     sweep = FingerprintSweep(b.client, keys, expiry_s=60)
     start_s = time.perf_counter()
@@ -282,12 +282,8 @@ def many_feeds(b: Bench, feeds: int) -> tuple[int, int, int, float, int]:
         fingerprint_bytes,
         fields,
         time.perf_counter() - start_s,
-        sum(int(b.client.hlen(h)) for h in fingerprint_hashes(keys)),
+        sum(int(b.client.hlen(h)) for h in keys.all_fingerprints()),
     )
-
-
-def fingerprint_hashes(keys: Keys) -> list[str]:
-    return [keys.fingerprints(n) for n in range(keys.shards)]
 
 
 def vm_hwm_kb(pid: int) -> int:
