@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 
 import redis
 
@@ -85,6 +87,17 @@ def fingerprints(client: Client, keys: Keys) -> dict[bytes, bytes]:
     for hash_key in keys.all_fingerprints():
         found.update(client.hgetall(hash_key))  # type: ignore[arg-type]
     return found
+
+
+@contextlib.contextmanager
+def stepped_daemon(settings: Settings) -> Iterator[Daemon]:
+    """A daemon for a test to step in-process, its groups created; its database connection closed after."""
+    daemon = Daemon(settings)
+    daemon.streams.ensure_groups()
+    try:
+        yield daemon
+    finally:
+        daemon.writer.discard()
 
 
 def backlog(client: redis.Redis, keys: Keys) -> int:

@@ -37,7 +37,7 @@ from shared.settings import Settings
 from shared.wire import InvalidEntry, Market, Snapshot, parse_envelope
 from tests.faultkit.cluster import LocalCluster
 from tests.history import compare, count_snapshot_rows, expected_history, stored_history
-from tests.support import connection_flags, counters, dead_letter, dead_letters, drain
+from tests.support import connection_flags, counters, dead_letter, dead_letters, drain, stepped_daemon
 from tests.test_dlq import snapshot_fields
 from tests.test_metrics import scrape, value
 
@@ -58,10 +58,8 @@ def on_cluster(cluster: LocalCluster, settings: Settings) -> Settings:
 
 @pytest.fixture
 def daemon(on_cluster: Settings) -> Iterator[Daemon]:
-    d = Daemon(on_cluster)
-    d.streams.ensure_groups()
-    yield d
-    d.writer.discard()
+    with stepped_daemon(on_cluster) as d:
+        yield d
 
 
 def masters_holding(client: RedisCluster, keys: list[str]) -> set[str]:

@@ -22,7 +22,7 @@ from shared.keys import Keys, shard_of
 from shared.settings import Settings
 from shared.wire import Market, Snapshot, encode
 from tests.history import compare, count_snapshot_rows, expected_history, stored_history
-from tests.support import counters, dead_letters, drain, fingerprints
+from tests.support import counters, dead_letters, drain, fingerprints, stepped_daemon
 
 TS = 1_795_000_000_000
 Conn = psycopg.Connection[tuple[object, ...]]
@@ -30,10 +30,8 @@ Conn = psycopg.Connection[tuple[object, ...]]
 
 @pytest.fixture
 def daemon(settings: Settings) -> Iterator[Daemon]:
-    d = Daemon(settings)
-    d.streams.ensure_groups()
-    yield d
-    d.writer.discard()
+    with stepped_daemon(settings) as d:
+        yield d
 
 
 @pytest.fixture

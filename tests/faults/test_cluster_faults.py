@@ -11,6 +11,7 @@ replica was cut off for a whole second before the master died.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -36,7 +37,7 @@ def victim_shard(run: FaultRun) -> str:
 )
 def test_sigkill_of_a_master_cut_off_from_its_replica(tmp_path: Path, wait_replicas: int) -> None:
     settings = CLUSTER.settings.with_(producer_wait_replicas=wait_replicas, producer_wait_timeout_ms=200)
-    config = RunConfig(consumers=2, cluster=True, settings=settings)
+    config = dataclasses.replace(CLUSTER, settings=settings)
     with FaultRun("Redis Cluster: lagging replica", tmp_path, config) as run:
         assert run.cluster is not None
         run.start_consumers()
