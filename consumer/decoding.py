@@ -25,6 +25,7 @@ from typing import Any
 import msgpack
 
 from shared.wire import (
+    CANONICAL_KEYS,
     DEFAULT_LIMITS,
     MAX_ODDS,
     DataLimits,
@@ -35,11 +36,12 @@ from shared.wire import (
     fingerprint,
     pack_row,
     packed_data,
+    row_key,
     shared_labels,
     unpack_limited,
 )
 
-_MARKET_KEYS = {"market", "specifier", "outcomes"}
+_MARKET_KEYS = set(CANONICAL_KEYS)
 
 
 class ReusingDecoder:
@@ -81,7 +83,7 @@ class ReusingDecoder:
         if not all(known) and not self._learn(pieces, known):
             return None
         rows = tuple(map(_ROW, known))  # type: ignore[arg-type]  # all known now
-        keys = list(map(_KEY, rows))
+        keys = list(map(row_key, rows))
         if all(map(lt, keys, keys[1:])):
             canonical = list(map(_CANONICAL, known))  # type: ignore[arg-type]
             if canonical == pieces and data.startswith(data_head(len(pieces))):
@@ -112,7 +114,6 @@ class ReusingDecoder:
 
 _ROW = itemgetter(0)
 _CANONICAL = itemgetter(1)
-_KEY = itemgetter(0, 1)  # a MarketRow's market and specifier
 
 
 def _market_bytes(data: bytes, limits: DataLimits) -> list[bytes] | None:
@@ -168,10 +169,9 @@ def _one_market(raw: bytes, limits: DataLimits) -> tuple[MarketRow, bytes] | Non
     row = MarketRow(*labels, odds if floats else tuple(map(float, odds)))
     # Its own keys in canonical order, outcomes sorted, odds floats: re-encoding what was decoded gives the
     # canonical bytes without building them from the row.
-    canonical_shape = in_order and floats and tuple(market) == _CANONICAL_KEYS
+    canonical_shape = in_order and floats and tuple(market) == CANONICAL_KEYS
     packed = msgpack.packb(market, use_bin_type=True) if canonical_shape else pack_row(row)
     return row, raw if packed == raw else packed
 
 
 _NUMBER_TYPES = frozenset((int, float))
-_CANONICAL_KEYS = ("market", "specifier", "outcomes")

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from operator import itemgetter
 from typing import Protocol
 
 from shared.keys import feed_key
-from shared.wire import Decoded, Envelope, InvalidEntry, MarketRow, fingerprint, parse_envelope
+from shared.wire import Decoded, Envelope, InvalidEntry, MarketRow, fingerprint, parse_envelope, row_key
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,7 +188,7 @@ def _changes(
     before: Mapping[MarketKey, MarketRow], rows: tuple[MarketRow, ...]
 ) -> tuple[list[Change], dict[MarketKey, MarketRow]]:
     """What a snapshot of these markets changes against the markets before: a delta, as feeds send them."""
-    keys = list(map(_MARKET_KEY, rows))
+    keys = list(map(row_key, rows))
     after = dict(zip(keys, rows))
     olds = list(map(before.get, keys))
     # An unchanged market is usually the very row the decoder handed out before: `is` settles it.
@@ -199,9 +198,6 @@ def _changes(
     if len(before) > len(olds) - olds.count(None):  # some market of before is not in after
         changes += [(key, None) for key in before if key not in after]
     return changes, after
-
-
-_MARKET_KEY = itemgetter(0, 1)  # a MarketRow's market and specifier
 
 
 def memo_decoder(decode_data: DataDecoder) -> Decoder:

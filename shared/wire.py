@@ -326,12 +326,13 @@ def _is_canonical(doc: dict[str, Any], markets: list[Any], data: bytes) -> bool:
     """
     return (
         len(doc) == 1
-        and list(map(tuple, markets)) == [_CANONICAL_KEYS] * len(markets)
+        and list(map(tuple, markets)) == [CANONICAL_KEYS] * len(markets)
         and msgpack.packb(doc, use_bin_type=True) == data
     )
 
 
-_CANONICAL_KEYS = ("market", "specifier", "outcomes")
+CANONICAL_KEYS = ("market", "specifier", "outcomes")  # a market's keys, in the order canonical data has them
+row_key = itemgetter(0, 1)  # a MarketRow's (market, specifier): what orders and names the markets of a feed
 
 
 def _well_formed(markets: list[Any]) -> list[MarketRow] | None:
