@@ -31,7 +31,7 @@ class Limits:
     max_entry_bytes: int
     max_deliveries: int
     max_rows: int  # rows one transaction writes at most
-    decoded_markets: int  # rows of decoded markets kept to skip decoding them again (ODDS_MARKET_CACHE)
+    decoded_markets: int  # markets of the feeds' last payloads kept to decode less (ODDS_MARKET_CACHE)
     data: DataLimits = DEFAULT_LIMITS
 
 
@@ -67,7 +67,7 @@ class BatchProcessor:
         # Rows per transaction: halved when one misses the database deadline, grown back as parts commit.
         self.part_rows = limits.max_rows
         # Across batches: an unchanged snapshot in any stable byte order, and each market whose bytes did
-        # not change, is decoded once.
+        # not change since the feed's last payload, is not decoded again.
         self._decoder = ReusingDecoder(limits.decoded_markets, limits.data)
 
     def prepare(self, entries: list[Entry]) -> PreparedBatch:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import psycopg
 from psycopg.rows import TupleRow
 
-from consumer.plan import MarketKey
+from consumer.plan import MarketKey, Markets
 from shared.wire import MarketRow
 
 Connection = psycopg.Connection[TupleRow]
@@ -46,7 +46,7 @@ class FeedMarkets:
     """A feed's markets as of one of its snapshots, and the series ids of every market it ever had."""
 
     snapshot_id: int | None
-    present: dict[MarketKey, MarketRow]
+    present: Markets
     series: dict[MarketKey, int]
 
 
@@ -106,14 +106,15 @@ def create_series(
 
 
 def _load(conn: Connection, feed_ids: list[int]) -> dict[int, FeedMarkets]:
-    loaded: dict[int, FeedMarkets] = {}
+    present: dict[int, dict[MarketKey, MarketRow]] = {}
+    series: dict[int, dict[MarketKey, int]] = {}
     for feed_id, series_id, market, specifier, outcomes, milli, exact in conn.execute(
         _CURRENT_VERSIONS, (sorted(feed_ids),)
     ).fetchall():
-        markets = loaded.setdefault(feed_id, FeedMarkets(None, {}, {}))
         key = (market, specifier)
-        markets.series[key] = series_id
+        series.setdefault(feed_id, {})[key] = series_id
+        markets = present.setdefault(feed_id, {})
         if outcomes is not None:
             odds = tuple(exact) if exact is not None else tuple(k / 1000 for k in milli)
-            markets.present[key] = MarketRow(market, specifier, tuple(outcomes), odds)
-    return loaded
+            markets[key] = MarketRow(market, specifier, tuple(outcomes), odds)
+    return {feed_id: FeedMarkets(None, present[feed_id], ids) for feed_id, ids in series.items()}

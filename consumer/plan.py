@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from shared.keys import feed_key
 from shared.wire import Decoded, Envelope, InvalidEntry, MarketRow, fingerprint, parse_envelope, row_key
@@ -41,6 +40,22 @@ class Poison:
 MarketKey = tuple[str, str]  # (market, specifier): one series of a feed
 # A market whose content is new at a snapshot (it changed or appeared), or None: it disappeared there.
 Change = tuple[MarketKey, MarketRow | None]
+Markets = Mapping[MarketKey, MarketRow]  # a feed's markets as of one snapshot; never changed once built
+
+
+@dataclass(frozen=True, slots=True)
+class Keyed(Decoded):
+    """Decoded markets with their mapping by key, which the plan keeps as the feed's markets after it.
+
+    base and changes: the markets of an earlier decode of the feed, when these were decoded as a revision
+    of it, and what these change against them, as _changes computes it. Comparing forty markets costs more
+    than the rest of a changed snapshot's plan, so when the feed's stored markets are that very mapping
+    (an identity test, which the mappings' never changing makes exact), the plan takes the changes.
+    """
+
+    after: Markets
+    base: Markets | None = None
+    changes: tuple[Change, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +68,7 @@ class FeedState:
     snapshot_id: int | None
     fingerprint: bytes | None
     last_ts_ms: int
-    markets: Mapping[MarketKey, MarketRow] = field(default_factory=dict)
+    markets: Markets = field(default_factory=dict)
 
 
 EMPTY_FEED = FeedState(None, None, -1)
@@ -78,7 +93,7 @@ class Plan:
     poison: list[Poison] = field(default_factory=list)
     final: dict[str, tuple[bytes, int]] = field(default_factory=dict)  # feed -> (fingerprint, last ts)
     # feed -> its markets after its last insert: what the writer remembers for the next batch
-    final_markets: dict[str, dict[MarketKey, MarketRow]] = field(default_factory=dict)
+    final_markets: dict[str, Markets] = field(default_factory=dict)
 
 
 def parse(
@@ -103,12 +118,6 @@ def parse(
 
 
 Decoder = Callable[[Parsed], Decoded]
-
-
-class DataDecoder(Protocol):
-    """decode_data, given the digest of the raw bytes too (as fingerprint would give it)."""
-
-    def __call__(self, data: bytes, *, digest: bytes) -> Decoded: ...
 
 
 def needs_markets(parsed: Iterable[Parsed], states: Mapping[str, FeedState], decode: Decoder) -> set[str]:
@@ -168,7 +177,7 @@ def _plan_feed(feed: str, items: list[Parsed], state: FeedState, decode: Decoder
                 result.poison.append(Poison(p.entry, str(exc)))
                 continue
             if decoded.fingerprint != current_fp:
-                changes, markets = _changes(markets, decoded.markets)
+                changes, markets = _changes(markets, decoded)
                 current_new = NewSnapshot(feed, ts, ts, decoded.fingerprint, changes)
                 result.inserts.append(current_new)
                 result.final_markets[feed] = markets
@@ -184,12 +193,15 @@ def _plan_feed(feed: str, items: list[Parsed], state: FeedState, decode: Decoder
         result.final[feed] = (current_fp, last_ts)
 
 
-def _changes(
-    before: Mapping[MarketKey, MarketRow], rows: tuple[MarketRow, ...]
-) -> tuple[list[Change], dict[MarketKey, MarketRow]]:
+def _changes(before: Markets, decoded: Decoded) -> tuple[list[Change], Markets]:
     """What a snapshot of these markets changes against the markets before: a delta, as feeds send them."""
-    keys = list(map(row_key, rows))
-    after = dict(zip(keys, rows))
+    if isinstance(decoded, Keyed):
+        if decoded.base is before:
+            return list(decoded.changes), decoded.after
+        after = decoded.after
+    else:
+        after = dict(zip(map(row_key, decoded.markets), decoded.markets))
+    keys, rows = list(after), decoded.markets
     olds = list(map(before.get, keys))
     # An unchanged market is usually the very row the decoder handed out before: `is` settles it.
     changes: list[Change] = [
@@ -200,7 +212,7 @@ def _changes(
     return changes, after
 
 
-def memo_decoder(decode_data: DataDecoder) -> Decoder:
+def memo_decoder(decode_entry: Decoder) -> Decoder:
     """Decode each distinct data payload once, however many entries of the batch carry it.
 
     Any other exception from decoding is a decoder bug that this payload triggers. It is turned into the
@@ -213,7 +225,7 @@ def memo_decoder(decode_data: DataDecoder) -> Decoder:
         outcome = seen.get(p.digest)
         if outcome is None:
             try:
-                outcome = decode_data(p.envelope.data, digest=p.digest)
+                outcome = decode_entry(p)
             except InvalidEntry as exc:
                 outcome = exc
             except Exception as exc:

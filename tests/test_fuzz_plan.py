@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from consumer.plan import Entry, FeedState, Plan, memo_decoder, parse, plan
 from shared.wire import Market, canonical_markets, decode_data, fingerprint
 from tests.fuzzing import counted, new_example
+from tests.test_plan import payload_decoder
 
 TS = 1_795_000_000_000
 FEED = ("sr:match:1", "bet9ja")
@@ -119,7 +120,7 @@ def store(batches: list[list[Published]]) -> list[Row]:
         state = (
             {"|".join(FEED): FeedState(len(rows) - 1, fingerprints[-1], rows[-1].confirmed)} if rows else {}
         )
-        apply(plan(parsed, state, memo_decoder(decode_data)), rows, fingerprints)
+        apply(plan(parsed, state, memo_decoder(payload_decoder(decode_data))), rows, fingerprints)
     return rows
 
 

@@ -103,13 +103,13 @@ def test_unchanged_snapshot_needs_no_decode(
     drain(daemon)
     decodes = []
 
-    decode = ReusingDecoder.__call__
+    decode = ReusingDecoder.decode
 
-    def counting(self: ReusingDecoder, data: bytes, *, digest: bytes | None = None) -> object:
+    def counting(self: ReusingDecoder, data: bytes, *, digest: bytes | None = None, feed: str = "") -> object:
         decodes.append(data)
-        return decode(self, data, digest=digest)
+        return decode(self, data, digest=digest, feed=feed)
 
-    monkeypatch.setattr(ReusingDecoder, "__call__", counting)
+    monkeypatch.setattr(ReusingDecoder, "decode", counting)
     # When the next cycle repeats every snapshot's odds
     publisher.publish_cycle(sim.cycle(TS + 1000))
     drain(daemon)

@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
-from consumer.plan import EMPTY_FEED, Entry, FeedState, Parsed, memo_decoder, parse, plan
+from collections.abc import Callable
+
+from consumer.plan import EMPTY_FEED, Decoder, Entry, FeedState, Parsed, memo_decoder, parse, plan
 from shared.wire import Decoded, Market, Snapshot, decode_data, encode, market_row
+
+
+def payload_decoder(decode_data: Callable[..., Decoded]) -> Decoder:
+    """An entry decoder of a data decoder that sees only the payload, such as decode_data itself."""
+    return lambda p: decode_data(p.envelope.data, digest=p.digest)
+
 
 TS = 1_795_000_000_000
 
@@ -38,7 +46,7 @@ def test_runs_of_equal_content_become_one_snapshot_each() -> None:
         entry(2.5, TS + 3), entry(2.0, TS + 1), entry(2.0, TS + 5), entry(2.0, TS + 2), entry(2.5, TS + 4)
     )
     # When planned against an empty state
-    result = plan(items, {}, memo_decoder(decode_data))
+    result = plan(items, {}, memo_decoder(payload_decoder(decode_data)))
     # Then three snapshots, each confirmed until the end of its run
     assert [(s.captured_at_ms - TS, s.last_confirmed_ms - TS) for s in result.inserts] == [
         (1, 2),
@@ -63,7 +71,9 @@ def test_entries_older_than_the_stored_state_are_stale_or_duplicates() -> None:
     # Given a feed stored as of TS + 10
     stored, older, same_time = parsed(entry(2.0, TS + 10), entry(9.0, TS + 5), entry(2.0, TS + 10, n=1))
     # When an older entry and a repeat of the stored one arrive
-    result = plan([older, same_time], {stored.feed: state_after(stored)}, memo_decoder(decode_data))
+    result = plan(
+        [older, same_time], {stored.feed: state_after(stored)}, memo_decoder(payload_decoder(decode_data))
+    )
     # Then neither writes anything
     assert result.stale == [older] and result.duplicates == [same_time]
     assert not result.inserts and not result.confirms
@@ -75,7 +85,7 @@ def test_undecodable_data_is_poison_and_does_not_move_the_state() -> None:
     corrupt = type(bad.envelope)(bad.envelope.event, bad.envelope.bookmaker, TS + 1, b"\xc1")
     bad = Parsed(bad.entry, corrupt, b"corrupt", bad.feed)
     # When planned
-    result = plan([good1, bad, good2], {}, memo_decoder(decode_data))
+    result = plan([good1, bad, good2], {}, memo_decoder(payload_decoder(decode_data)))
     # Then the bad one is poison and both good ones are written
     assert [p.entry for p in result.poison] == [bad.entry] and "msgpack" in result.poison[0].reason
     assert [s.captured_at_ms for s in result.inserts] == [TS, TS + 2]
@@ -91,7 +101,7 @@ def test_a_decoder_that_breaks_on_some_data_dead_letters_that_entry_only() -> No
         return decode_data(data, digest=digest)
 
     # When planned
-    result = plan([good, odd], {}, memo_decoder(buggy))
+    result = plan([good, odd], {}, memo_decoder(payload_decoder(buggy)))
     # Then that entry is poison with the error as its reason, and the other one is written
     assert [p.entry for p in result.poison] == [odd.entry]
     assert "TypeError: unhashable type" in result.poison[0].reason
@@ -100,7 +110,7 @@ def test_a_decoder_that_breaks_on_some_data_dead_letters_that_entry_only() -> No
 
 def test_final_state_per_feed_is_the_newest_applied() -> None:
     items = parsed(entry(2.0, TS), entry(3.0, TS + 1, event="e2"), entry(2.5, TS + 2))
-    result = plan(items, {}, memo_decoder(decode_data))
+    result = plan(items, {}, memo_decoder(payload_decoder(decode_data)))
     newest = {p.feed: p for p in items if p.envelope.ts_ms != TS}
     assert {f: ts for f, (_, ts) in result.final.items()} == {f: p.envelope.ts_ms for f, p in newest.items()}
     assert EMPTY_FEED.last_ts_ms < TS
@@ -132,7 +142,7 @@ def test_a_change_carries_only_the_markets_that_changed_appeared_or_disappeared(
     handicap = Market("Asian Handicap", "hcp=-0.5", {"1": 1.9, "2": 1.9})
     two_way = Market("1X2", "", {"1": 2.1, "2": 1.7})
     items = parsed(market_entry(TS + 1, moved, btts, handicap), market_entry(TS + 2, two_way, btts, handicap))
-    result = plan(items, {stored.feed: state}, memo_decoder(decode_data))
+    result = plan(items, {stored.feed: state}, memo_decoder(payload_decoder(decode_data)))
     # Then each new snapshot holds only its changes, a disappeared market as None
     first, second = result.inserts
     assert {k: r and r.odds for k, r in first.changes} == {

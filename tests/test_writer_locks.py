@@ -16,7 +16,7 @@ from consumer.plan import Plan, memo_decoder
 from consumer.writer import Writer
 from shared.db import psycopg_url
 from shared.wire import decode_data
-from tests.test_plan import TS, entry, parsed
+from tests.test_plan import TS, entry, parsed, payload_decoder
 
 Conn = psycopg.Connection[tuple[object, ...]]
 
@@ -42,7 +42,7 @@ def test_a_writer_that_waited_for_a_feed_lock_sees_the_snapshot_committed_meanwh
         market_cache=1000,
         application_name="odds-lock-test",
     )
-    decode = memo_decoder(decode_data)
+    decode = memo_decoder(payload_decoder(decode_data))
     writer.apply(parsed(entry(2.0, TS)), decode)
     newer = parsed(entry(2.5, TS + 1000))[0]
     other = psycopg.connect(psycopg_url(database_url))
