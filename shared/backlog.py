@@ -7,13 +7,30 @@ The consumer's status and metrics and the producer's progress lines all use this
 
 from __future__ import annotations
 
-from typing import cast
+from typing import Any, cast
 
 from shared.redis_client import Client
+from shared.redis_errors import remember_script
 from shared.stream_ids import StreamId, format_id, next_id, stream_id
 
 RawEntry = tuple[bytes, dict[bytes, bytes]]
 PAGE = 1000
+# One page of a stream counted by the server, which returns the count and the last id only. Read by the
+# client, the entries would cross the network and be parsed just to be counted: a page of snapshots is
+# megabytes, and a consumer counting its shards' backlog this way lost a few percent of its throughput.
+# no-writes: it also runs while Redis is over maxmemory, when the backlog matters most.
+_COUNT_PAGE = """#!lua flags=no-writes
+local page
+if ARGV[4] == '1' then
+  page = redis.call('XREVRANGE', KEYS[1], ARGV[2], ARGV[1], 'COUNT', ARGV[3])
+else
+  page = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[2], 'COUNT', ARGV[3])
+end
+if #page == 0 then
+  return {0}
+end
+return {#page, page[#page][1]}
+"""
 
 
 def undelivered(client: Client, stream: str, last_delivered: StreamId, length: int) -> int:
@@ -43,16 +60,21 @@ def count_below(client: Client, stream: str, pivot: StreamId, length: int) -> in
     """
     if pivot <= (0, 0) or length == 0:
         return 0
+    remember_script("backlog count", _COUNT_PAGE)
+    count_page = client.register_script(_COUNT_PAGE)
+
+    def page(low: str, high: str, backwards: bool) -> tuple[int, str]:
+        reply = cast(list[Any], count_page(keys=[stream], args=[low, high, PAGE, int(backwards)]))
+        return int(reply[0]), "(" + reply[1].decode() if reply[0] else ""
+
     below, above = 0, 0
     low, high, at = "-", "+", format_id(pivot)
     while True:
-        batch = cast(list[RawEntry], client.xrange(stream, min=low, max="(" + at, count=PAGE))
-        below += len(batch)
-        if len(batch) < PAGE:
+        counted, low = page(low, "(" + at, False)
+        below += counted
+        if counted < PAGE:
             return below
-        low = "(" + batch[-1][0].decode()
-        batch = cast(list[RawEntry], client.xrevrange(stream, max=high, min=at, count=PAGE))
-        above += len(batch)
-        if len(batch) < PAGE:
+        counted, high = page(at, high, True)
+        above += counted
+        if counted < PAGE:
             return max(0, length - above)
-        high = "(" + batch[-1][0].decode()
