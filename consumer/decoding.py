@@ -36,7 +36,7 @@ from typing import Any
 
 import msgpack
 
-from consumer.odds_holes import OddsHoles
+from consumer.odds_holes import OddsHoles, Shape
 from consumer.plan import Change, Keyed, MarketKey, Parsed
 from shared.wire import (
     CANONICAL_KEYS,
@@ -77,6 +77,7 @@ class _Layout:
     places: _Places
     number: int  # the payload as a big-endian integer: XOR with the next one shows where that one differs
     rows: list[MarketRow]
+    shapes: list[Shape]  # each market's order of keys and outcomes, when not canonical
     canonical: list[bytes]  # each market's canonical bytes: the piece itself when it is canonical
     order: list[int] | None  # the places in canonical order; None when the payload has that order
     is_canonical: bool
@@ -134,22 +135,28 @@ class ReusingDecoder:
         moved = _places_that_differ(number ^ was.number, len(data), was.places)
         if moved is None:
             return None
-        rows, canonical = was.rows.copy(), was.canonical.copy()
+        rows, canonical, shapes = was.rows.copy(), was.canonical.copy(), was.shapes
         is_canonical = was.is_canonical
         after = was.after.copy()  # keys in canonical order, as before: only rows are replaced
         changes: list[Change] = []
         for i in moved:
             old, raw = rows[i], data[was.places.slices[i]]
             key = row_key(old)
-            odds = self._holes.odds(raw, old[:3])
+            template = self._holes.template(old[:3], shapes[i])
+            odds = template.odds(raw)
             if odds is not None and min(odds) >= 1.0 and max(odds) <= MAX_ODDS and math.isfinite(sum(odds)):
-                row, canonical[i] = MarketRow(old.market, old.specifier, old.outcomes, odds), raw
+                row = MarketRow(old.market, old.specifier, old.outcomes, odds)
+                canonical[i] = raw if template.canonical else pack_row(row)
+                is_canonical = is_canonical and template.canonical
             else:
                 found = _one_market(raw, self._limits)
                 if found is None or row_key(found[0]) != key:
                     return None  # another market in its place, or an unusual one
-                row, canonical[i] = found
-                is_canonical = is_canonical and found[1] is raw
+                row, canonical[i], shape = found
+                if shape != shapes[i]:
+                    shapes = shapes.copy() if shapes is was.shapes else shapes
+                    shapes[i] = shape
+                is_canonical = is_canonical and canonical[i] is raw
             rows[i] = after[key] = row
             if row != old:
                 changes.append((key, row))
@@ -160,7 +167,7 @@ class ReusingDecoder:
             changes.sort(key=_change_key)
         fp = digest if is_canonical else fingerprint(packed_data(_in_order(canonical, was.order)))
         layout = _Layout(
-            len(data), was.head, was.places, number, rows, canonical, was.order, is_canonical, after
+            len(data), was.head, was.places, number, rows, shapes, canonical, was.order, is_canonical, after
         )
         return Keyed(fp, markets, after, was.after, tuple(changes)), layout
 
@@ -172,17 +179,19 @@ class ReusingDecoder:
         head, ends = split
         places = self._places_of(len(head), ends)
         pieces = list(map(data.__getitem__, places.slices))
-        known = {}
+        known: dict[bytes, tuple[MarketRow, bytes, Shape]] = {}
         if was is not None:
             before = was.number.to_bytes(was.size, "big")
-            known = dict(zip(map(before.__getitem__, was.places.slices), zip(was.rows, was.canonical)))
-        rows, canonical = [], []
+            found_before = zip(was.rows, was.canonical, was.shapes)
+            known = dict(zip(map(before.__getitem__, was.places.slices), found_before))
+        rows, canonical, shapes = [], [], []
         for raw in pieces:
             found = known.get(raw) or _one_market(raw, self._limits)
             if found is None:
                 return None
             rows.append(found[0])
             canonical.append(found[1])
+            shapes.append(found[2])
         keys = list(map(row_key, rows))
         order: list[int] | None = None
         if not all(map(lt, keys, keys[1:])):
@@ -196,7 +205,7 @@ class ReusingDecoder:
         fp = digest if is_canonical else fingerprint(packed_data(_in_order(canonical, order)))
         after = dict(zip(map(row_key, markets), markets))
         number = int.from_bytes(data, "big")
-        layout = _Layout(len(data), head, places, number, rows, canonical, order, is_canonical, after)
+        layout = _Layout(len(data), head, places, number, rows, shapes, canonical, order, is_canonical, after)
         return Keyed(fp, markets, after), layout
 
     def _places_of(self, start: int, ends: tuple[int, ...]) -> _Places:
@@ -279,9 +288,10 @@ def _market_bytes(data: bytes, limits: DataLimits) -> tuple[bytes, tuple[int, ..
     return data[:start], tuple(ends)
 
 
-def _one_market(raw: bytes, limits: DataLimits) -> tuple[MarketRow, bytes] | None:
-    """One market's row and canonical bytes, when it is a plain valid market: its three keys, text labels
-    and a flat map of numeric odds, in any order. None for anything else, which the full decode judges.
+def _one_market(raw: bytes, limits: DataLimits) -> tuple[MarketRow, bytes, Shape] | None:
+    """One market's row, canonical bytes and shape, when it is a plain valid market: its three keys, text
+    labels and a flat map of numeric odds, in any order. None for anything else, which the full decode
+    judges.
 
     Checked in a few builtin passes, as decode_data checks a whole snapshot (checking outcome by outcome
     costs more than the rest of a changed snapshot): what passes is exactly what checked_market accepts.
@@ -298,7 +308,8 @@ def _one_market(raw: bytes, limits: DataLimits) -> tuple[MarketRow, bytes] | Non
         and all(map(_NUMBER_TYPES.__contains__, map(type, outcomes.values())))
     ):
         return None
-    names, odds = tuple(outcomes), tuple(outcomes.values())
+    shown = tuple(outcomes)
+    names, odds = shown, tuple(outcomes.values())
     # Bounds before the sum: an integer too large for a float would not even convert.
     if not (min(odds) >= 1.0 and max(odds) <= MAX_ODDS and math.isfinite(sum(odds))):
         return None
@@ -313,9 +324,13 @@ def _one_market(raw: bytes, limits: DataLimits) -> tuple[MarketRow, bytes] | Non
     row = MarketRow(*labels, odds if floats else tuple(map(float, odds)))
     # Its own keys in canonical order, outcomes sorted, odds floats: re-encoding what was decoded gives the
     # canonical bytes without building them from the row.
-    canonical_shape = in_order and floats and tuple(market) == CANONICAL_KEYS
+    keys = tuple(market)
+    canonical_shape = in_order and floats and keys == CANONICAL_KEYS
     packed = msgpack.packb(market, use_bin_type=True) if canonical_shape else pack_row(row)
-    return row, raw if packed == raw else packed
+    if packed == raw:
+        return row, raw, None
+    # The producer's own order of keys and outcomes: its next odds move can be read from a template.
+    return row, packed, None if keys == CANONICAL_KEYS and in_order else (keys, shown)
 
 
 _NUMBER_TYPES = frozenset((int, float))

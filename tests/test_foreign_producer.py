@@ -9,6 +9,7 @@ import pytest
 
 import consumer.decoding
 from consumer.daemon import Daemon
+from consumer.odds_holes import Template
 from producer.simulator import SimulationSpec, Simulator
 from shared.keys import Keys
 from shared.redis_client import connect
@@ -48,12 +49,22 @@ def test_stable_foreign_bytes_decode_only_what_changed(
     monkeypatch.setattr(
         consumer.decoding, "_one_market", lambda raw, limits: markets.append(raw) or one_market(raw, limits)
     )
+    template_odds = Template.odds
+
+    def read_from_template(template: Template, raw: bytes) -> tuple[float, ...] | None:
+        odds = template_odds(template, raw)
+        if odds is not None:
+            markets.append(raw)
+        return odds
+
+    monkeypatch.setattr(Template, "odds", read_from_template)
     # When later cycles repeat most snapshots and move a few markets of the others
     backlog = [sim.cycle(TS + i * 1000) for i in range(1, 4)]
     for snapshots in backlog:
         publisher.publish_cycle(snapshots)
     drain(daemon)
-    # Then no snapshot was decoded whole, and only the markets that moved were decoded
+    # Then no snapshot was decoded whole, and only the markets that moved were read (decoded, or read from
+    # the template of their shape)
     changes = count_changes(warm, backlog)
     assert full == [] and 0 < len(markets) == changes.markets
     # And the history is what one in-order writer stores
