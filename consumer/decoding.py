@@ -8,11 +8,12 @@ absent:
 
 - the same payload again (its digest) is not decoded at all, from any producer (canonical ones never even
   get here: their digest equals the stored fingerprint);
-- a payload of the same length and head is a revision: a line move changes odds, which canonical msgpack
-  keeps at 9 bytes each, so every market stays where it was. Each market's bytes are compared with the
-  last payload's at the same place, and only those that differ are decoded, usually the one to five that
-  moved. A market decodes as one whole msgpack value or the payload takes the next path, so the places
-  are proven, not assumed;
+- a payload of the same length and head is a revision: a line move changes odds, which float64 keeps at
+  9 bytes each, so every market stays where it was. The two payloads are XORed as big integers, which
+  shows the markets whose bytes differ, and only those are decoded, usually the one to five that moved;
+  one whose bytes match the template of its labels and shape is read with one struct call
+  (consumer/odds_holes.py). A market decodes as one whole msgpack value or the payload takes the next
+  path, so the places are proven, not assumed;
 - any other payload is split with msgpack's Unpacker, which skips values without building them, and only
   markets whose bytes the feed's last payload did not have are decoded.
 
@@ -109,7 +110,8 @@ class ReusingDecoder:
         return self.decode(p.envelope.data, digest=p.digest, feed=p.feed)
 
     def decode(self, data: bytes, *, digest: bytes | None = None, feed: str = "") -> Decoded:
-        """decode_data(data); digest is fingerprint(data), when the caller has hashed it already."""
+        """decode_data(data); digest is fingerprint(data), when the caller has hashed it already; feed is
+        whose payload this is: the next payload of that feed is compared with it."""
         if digest is None:
             digest = fingerprint(data)
         last = self._feeds.get(feed)
