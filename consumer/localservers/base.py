@@ -99,6 +99,17 @@ class LocalServer:
         self.stop()
         self.start()
 
+    def pause(self) -> None:
+        """SIGSTOP the server: it holds its connections open and answers nothing, as a frozen host."""
+        self._signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self._signal(signal.SIGCONT)
+
+    def _signal(self, signum: signal.Signals) -> None:
+        """Send signum to every process of the server."""
+        raise NotImplementedError
+
     def _cleanup(self) -> None:
         pass
 

@@ -237,15 +237,8 @@ class PostgresServer(LocalServer):
                 time.sleep(POLL_INTERVAL_S)
         live_servers.discard(self)
 
-    def pause(self) -> None:
-        """SIGSTOP the postmaster and all its direct children (backends and auxiliary processes)."""
-        self._signal_all(signal.SIGSTOP)
-
-    def resume(self) -> None:
-        """SIGCONT the postmaster and all its direct children."""
-        self._signal_all(signal.SIGCONT)
-
-    def _signal_all(self, signum: signal.Signals) -> None:
+    def _signal(self, signum: signal.Signals) -> None:
+        """The postmaster and all its direct children (backends and auxiliary processes)."""
         pid = self.pid
         if pid is None:
             raise RuntimeError(f"postgres on port {self.port} is not running")

@@ -161,12 +161,6 @@ class RedisServer(LocalServer):
             proc.wait()
         live_servers.discard(self)
 
-    def pause(self) -> None:
-        self._signal(signal.SIGSTOP)
-
-    def resume(self) -> None:
-        self._signal(signal.SIGCONT)
-
     def _signal(self, signum: signal.Signals) -> None:
         if self.pid is None or self._proc is None:
             raise RuntimeError(f"redis on port {self.port} is not running")
