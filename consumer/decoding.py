@@ -74,7 +74,6 @@ class _Layout:
     """A payload's markets, where they lie and what each one decoded to, in the payload's own order."""
 
     size: int
-    head: bytes  # the bytes before the first market: the map's header, its key and the list's header
     places: _Places
     number: int  # the payload as a big-endian integer: XOR with the next one shows where that one differs
     rows: list[MarketRow]
@@ -120,7 +119,8 @@ class ReusingDecoder:
             return last.decoded
         layout = last.layout if last is not None else None
         found = None
-        if layout is not None and layout.size == len(data) and data.startswith(layout.head):
+        # A head that differs (another count of markets) shows in the XOR too, and is no revision.
+        if layout is not None and layout.size == len(data):
             found = _unless_unusual(self._revise, data, digest, layout)
         if found is None:
             found = _unless_unusual(self._split, data, digest, layout)
@@ -169,7 +169,7 @@ class ReusingDecoder:
             changes.sort(key=_change_key)
         fp = digest if is_canonical else fingerprint(packed_data(_in_order(canonical, was.order)))
         layout = _Layout(
-            len(data), was.head, was.places, number, rows, shapes, canonical, was.order, is_canonical, after
+            len(data), was.places, number, rows, shapes, canonical, was.order, is_canonical, after
         )
         return Keyed(fp, markets, after, was.after, tuple(changes)), layout
 
@@ -207,7 +207,7 @@ class ReusingDecoder:
         fp = digest if is_canonical else fingerprint(packed_data(_in_order(canonical, order)))
         after = dict(zip(map(row_key, markets), markets))
         number = int.from_bytes(data, "big")
-        layout = _Layout(len(data), head, places, number, rows, shapes, canonical, order, is_canonical, after)
+        layout = _Layout(len(data), places, number, rows, shapes, canonical, order, is_canonical, after)
         return Keyed(fp, markets, after), layout
 
     def _places_of(self, start: int, ends: tuple[int, ...]) -> _Places:
