@@ -34,3 +34,26 @@ def test_bookkeeping_sent_again_after_a_lost_reply_counts_and_dead_letters_nothi
     letters = dead_letters(client, keys)
     assert [f[b"dead_reason"] for _, f in letters] == [b"broken"]
     assert client.hexists(keys.fingerprints(0), "e|b")
+
+
+def test_bookkeeping_of_several_shards_is_recorded_after_the_server_lost_its_scripts(
+    client: redis.Redis, keys: Keys
+) -> None:
+    # Given entries read on three shards, and a server that then lost its script cache (a restart)
+    outcome = Outcome(fingerprints={})
+    for n in range(3):
+        stream = keys.shard(n)
+        client.xgroup_create(stream, keys.group, id="0", mkstream=True)
+        ids = [client.xadd(stream, {"n": i}) for i in range(n + 1)]
+        client.xreadgroup(keys.group, "c1", {stream: ">"})
+        outcome.ack(Entry(stream, i, {b"n": b"x"}, 1) for i in ids)
+        outcome.fingerprint(stream, f"e{n}|b", (b"f" * 16, 1000 + n))
+    outcome.count("changed", 6)
+    streams = ShardStreams(client, keys, "c1")
+    client.script_flush()
+    # When the batch's bookkeeping is recorded
+    streams.finish(outcome)
+    # Then every shard's entries are acknowledged and its fingerprints stored, and the batch counted once
+    assert [client.xpending(keys.shard(n), keys.group)["pending"] for n in range(3)] == [0, 0, 0]
+    assert all(client.hexists(keys.fingerprints(n), f"e{n}|b") for n in range(3))
+    assert counters(client, keys)["changed"] == 6
