@@ -143,3 +143,14 @@ def test_surplus_shards_stay_owned_until_released(client: redis.Redis, keys: Key
     a.release(surplus, "rebalance")
     gained, _ = b.rebalance(force=True)
     assert gained == {1} and b.owned == {1}
+
+
+def test_the_members_set_expires_a_lease_ttl_after_the_last_heartbeat(
+    client: redis.Redis, keys: Keys
+) -> None:
+    # Given a consumer that heartbeats, and is then killed without leaving (no ZREM)
+    a = Leases(client, keys, "a", 30_000, 60.0)
+    settle([a])
+    # Then the members set expires once every member in it would be silent for a lease TTL
+    ttl_ms = client.pttl(keys.members)
+    assert 0 < ttl_ms <= 30_000
