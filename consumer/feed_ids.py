@@ -2,10 +2,10 @@
 
 A feed's id never changes while its row exists, so ids are cached across batches. Two things can make a
 cached id wrong: the cache outgrowing memory (it is bounded; the least recently used ids go first, and
-cost one lookup when they come back), and a person or a retention job deleting feed rows. Then writing a
-snapshot of that feed fails with a foreign-key violation, which says the cache is wrong, not the entry:
-the ids are forgotten, looked up (or created) again, and the work runs once more. It is never a reason
-to dead-letter an entry.
+cost one lookup when they come back), and a person or a retention job deleting feed rows. Then the
+writer finds the feed's row missing where it locks the batch's feeds (FeedRowsGone), or a foreign key
+refuses a row of that feed: either says the cache is wrong, not the entry, so the ids are forgotten,
+looked up (or created) again, and the work runs once more. It is never a reason to dead-letter an entry.
 """
 
 from __future__ import annotations
@@ -25,6 +25,11 @@ log = structlog.get_logger(__name__)
 
 Connection = psycopg.Connection[TupleRow]
 T = TypeVar("T")
+
+
+class FeedRowsGone(Exception):
+    """Feed rows the work was given ids of are not in Postgres: deleted since their ids were cached."""
+
 
 # INSERT ... ON CONFLICT takes a sequence value for every row it tries, also the ones that conflict, so
 # each statement inserts only what is missing. ON CONFLICT stays for two consumers racing to insert the
@@ -91,7 +96,8 @@ class FeedIds:
             self._ids.pop(feed, None)
 
     def run(self, conn: Connection, feeds: Collection[str], work: Callable[[dict[str, int]], T]) -> T:
-        """work(ids) with the id of every feed; on a foreign-key violation, forget the ids and run again.
+        """work(ids) with the id of every feed; when work finds feed rows gone (FeedRowsGone, or a
+        foreign-key violation), forget the ids and run again.
 
         Raises Transient when the violation persists: rows deleted while they are being written are
         retried with backoff, never dead-lettered.
@@ -99,7 +105,7 @@ class FeedIds:
         for attempt in range(_ATTEMPTS):
             try:
                 return work(self.ids(conn, feeds))
-            except psycopg.errors.ForeignKeyViolation as exc:
+            except (psycopg.errors.ForeignKeyViolation, FeedRowsGone) as exc:
                 self.forget(feeds)
                 log.warning("feed_ids_forgotten", feeds=len(feeds), attempt=attempt, error=str(exc).strip())
                 error = exc

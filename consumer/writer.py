@@ -18,7 +18,7 @@ import psycopg
 from psycopg.rows import TupleRow
 
 from consumer.errors import DeadlineExceeded, classify_db_error
-from consumer.feed_ids import FeedIds
+from consumer.feed_ids import FeedIds, FeedRowsGone
 from consumer.market_state import FeedMarkets, MarketCache, create_series
 from consumer.pgcopy import snapshots_payload, versions_payload
 from consumer.plan import EMPTY_FEED, Decoder, FeedState, Parsed, Plan, needs_markets, plan
@@ -134,7 +134,12 @@ class Writer:
     def _lock_states(self, conn: Connection, ids: dict[str, int]) -> dict[str, FeedState]:
         by_id = {feed_id: feed for feed, feed_id in ids.items()}
         states: dict[str, FeedState] = {}
-        conn.execute(_LOCK_FEEDS, (sorted(by_id),))
+        # Checked here, once per batch, instead of by a foreign key on every snapshot row (migration 0005):
+        # a locked row stays until the commit, and a row missing now was deleted.
+        locked = conn.execute(_LOCK_FEEDS, (sorted(by_id),)).fetchall()
+        if len(locked) != len(by_id):
+            gone = sorted(set(by_id) - {row[0] for row in locked})
+            raise FeedRowsGone(f"feed rows deleted since their ids were cached: {gone[:10]}")
         for feed_id, snapshot_id, fp, last_ms in conn.execute(_FEED_STATES, (sorted(by_id),)).fetchall():
             if snapshot_id is not None:
                 states[by_id[feed_id]] = FeedState(snapshot_id, bytes(fp), last_ms)

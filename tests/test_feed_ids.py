@@ -61,12 +61,9 @@ def test_lookups_after_restarts_take_no_sequence_values(database_url: str, db: C
     assert used == {"bookmakers_id_seq": 15, "events_id_seq": 20, "feeds_id_seq": 300}
 
 
-def insert_snapshot(conn: psycopg.Connection[tuple[object, ...]], feed_id: int) -> int:
-    conn.execute(
-        "INSERT INTO snapshots (feed_id, captured_at, last_confirmed_at, fingerprint)"
-        " VALUES (%s, now(), now(), '\\x00')",
-        (feed_id,),
-    )
+def insert_series(conn: psycopg.Connection[tuple[object, ...]], feed_id: int) -> int:
+    """Work that a foreign key checks: market series still refer to their feed by one."""
+    conn.execute("INSERT INTO market_series (feed_id, market, specifier) VALUES (%s, '1X2', '')", (feed_id,))
     return feed_id
 
 
@@ -79,11 +76,11 @@ def test_a_cached_id_whose_feed_was_deleted_is_forgotten_and_the_work_runs_again
         old = cache.ids(conn, ["e1|bet9ja"])["e1|bet9ja"]
         db.execute("DELETE FROM feeds WHERE id = %s", (old,))
         # When work writes a snapshot with the cached id
-        written = cache.run(conn, ["e1|bet9ja"], lambda ids: insert_snapshot(conn, ids["e1|bet9ja"]))
+        written = cache.run(conn, ["e1|bet9ja"], lambda ids: insert_series(conn, ids["e1|bet9ja"]))
     # Then the foreign-key violation made the cache look the feed up again, and the work ran with the new id
     assert written != old
     assert cache.cached("e1|bet9ja") == written
-    assert db.execute("SELECT feed_id FROM snapshots").fetchall() == [(written,)]
+    assert db.execute("SELECT feed_id FROM market_series").fetchall() == [(written,)]
 
 
 def test_a_foreign_key_violation_that_persists_is_transient(database_url: str, db: Conn) -> None:
@@ -92,4 +89,4 @@ def test_a_foreign_key_violation_that_persists_is_transient(database_url: str, d
         cache = FeedIds(capacity=10)
         # When it runs, then it is retried later, never taken for bad data
         with pytest.raises(Transient, match="deleted while being written"):
-            cache.run(conn, ["e1|bet9ja"], lambda ids: insert_snapshot(conn, -1))
+            cache.run(conn, ["e1|bet9ja"], lambda ids: insert_series(conn, -1))

@@ -11,11 +11,12 @@ import threading
 import time
 
 import psycopg
+import pytest
 
-from consumer.plan import Plan, memo_decoder
+from consumer.plan import Entry, Plan, memo_decoder
 from consumer.writer import Writer
 from shared.db import psycopg_url
-from shared.wire import decode_data
+from shared.wire import Snapshot, decode_data, encode
 from tests.test_plan import TS, entry, parsed, payload_decoder
 
 Conn = psycopg.Connection[tuple[object, ...]]
@@ -74,3 +75,43 @@ def test_a_writer_that_waited_for_a_feed_lock_sees_the_snapshot_committed_meanwh
         "SELECT (extract(epoch FROM last_confirmed_at) * 1000)::bigint FROM snapshots s"
         " JOIN feeds f ON f.current_snapshot_id = s.id"
     ).fetchone() == (TS + 2000,)
+
+
+def test_a_batch_of_a_feed_deleted_since_its_id_was_cached_is_written_under_a_new_feed_row(
+    database_url: str, db: Conn
+) -> None:
+    # Given a feed written once, and then deleted with its history by a retention job
+    writer = Writer(database_url, deadline_s=30.0, feed_id_cache=1000, market_cache=1000)
+    decode = memo_decoder(payload_decoder(decode_data))
+    writer.apply(parsed(entry(2.0, TS)), decode)
+    (old,) = db.execute("SELECT id FROM feeds").fetchone()  # type: ignore[misc]
+    db.execute("DELETE FROM market_versions")
+    db.execute("DELETE FROM market_series")
+    db.execute("DELETE FROM snapshots")
+    db.execute("DELETE FROM feeds")
+    # When the writer, which still caches the old id, writes the feed's next entry: one without markets,
+    # so that no new market series (which still has a foreign key) would notice the deleted row
+    fields = encode(Snapshot("e1", "bet9ja", TS + 1000, ()))
+    empty = Entry("s:0", b"1-0", {k.encode(): v for k, v in fields.items()}, 1)
+    try:
+        result = writer.apply(parsed(empty), decode)
+    finally:
+        writer.discard()
+    # Then it stored the entry as the first snapshot of a new feed row, and no row refers to the old one
+    assert len(result.inserts) == 1
+    (new,) = db.execute("SELECT id FROM feeds").fetchone()  # type: ignore[misc]
+    assert new != old
+    assert db.execute("SELECT feed_id FROM snapshots").fetchall() == [(new,)]
+
+
+def test_a_feed_that_still_has_snapshots_cannot_be_deleted(database_url: str, db: Conn) -> None:
+    # Given a feed with a snapshot
+    writer = Writer(database_url, deadline_s=30.0, feed_id_cache=1000, market_cache=1000)
+    try:
+        writer.apply(parsed(entry(2.0, TS)), memo_decoder(payload_decoder(decode_data)))
+    finally:
+        writer.discard()
+    # When its row is deleted before its snapshots, then Postgres refuses, as a foreign key would
+    with pytest.raises(psycopg.errors.ForeignKeyViolation, match="still has snapshots"):
+        db.execute("DELETE FROM feeds")
+    assert db.execute("SELECT count(*) FROM feeds").fetchone() == (1,)
