@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -282,5 +283,11 @@ def bench(
     try:
         b.setup()
         yield b
+    except BaseException:
+        # The consumers' logs say why a run failed: kept then, removed with everything else otherwise.
+        print(f"bench failed; consumer logs kept in {b.tmp}", file=sys.stderr)
+        raise
+    else:
+        shutil.rmtree(b.tmp, ignore_errors=True)
     finally:
         b.teardown()
