@@ -75,7 +75,7 @@ def test_a_cached_id_whose_feed_was_deleted_is_forgotten_and_the_work_runs_again
         cache = FeedIds(capacity=10)
         old = cache.ids(conn, ["e1|bet9ja"])["e1|bet9ja"]
         db.execute("DELETE FROM feeds WHERE id = %s", (old,))
-        # When work writes a snapshot with the cached id
+        # When work writes a market series with the cached id
         written = cache.run(conn, ["e1|bet9ja"], lambda ids: insert_series(conn, ids["e1|bet9ja"]))
     # Then the foreign-key violation made the cache look the feed up again, and the work ran with the new id
     assert written != old
