@@ -40,7 +40,7 @@ def test_bookkeeping_of_several_shards_is_recorded_after_the_server_lost_its_scr
     client: redis.Redis, keys: Keys
 ) -> None:
     # Given entries read on three shards, and a server that then lost its script cache (a restart)
-    outcome = Outcome(fingerprints={})
+    outcome = Outcome()
     for n in range(3):
         stream = keys.shard(n)
         client.xgroup_create(stream, keys.group, id="0", mkstream=True)

@@ -22,6 +22,17 @@ from tests.test_plan import TS, entry, parsed, payload_decoder
 Conn = psycopg.Connection[tuple[object, ...]]
 
 
+def new_writer(database_url: str, application_name: str = "odds-consumer") -> Writer:
+    """A writer with caches larger than any test's feeds and a deadline no test reaches."""
+    return Writer(
+        database_url,
+        deadline_s=30.0,
+        feed_id_cache=1000,
+        market_cache=1000,
+        application_name=application_name,
+    )
+
+
 def wait_for_lock_wait(db: Conn, application_name: str) -> None:
     """Until that client's backend waits for a lock (the test timeout bounds a writer that never does)."""
     while not db.execute(
@@ -36,13 +47,7 @@ def test_a_writer_that_waited_for_a_feed_lock_sees_the_snapshot_committed_meanwh
 ) -> None:
     # Given a feed stored with odds 2.0, and another transaction that holds its row lock while it stores
     # odds 2.5 as the feed's current snapshot
-    writer = Writer(
-        database_url,
-        deadline_s=30.0,
-        feed_id_cache=1000,
-        market_cache=1000,
-        application_name="odds-lock-test",
-    )
+    writer = new_writer(database_url, application_name="odds-lock-test")
     decode = memo_decoder(payload_decoder(decode_data))
     writer.apply(parsed(entry(2.0, TS)), decode)
     newer = parsed(entry(2.5, TS + 1000))[0]
@@ -81,7 +86,7 @@ def test_a_batch_of_a_feed_deleted_since_its_id_was_cached_is_written_under_a_ne
     database_url: str, db: Conn
 ) -> None:
     # Given a feed written once, and then deleted with its history by a retention job
-    writer = Writer(database_url, deadline_s=30.0, feed_id_cache=1000, market_cache=1000)
+    writer = new_writer(database_url)
     decode = memo_decoder(payload_decoder(decode_data))
     writer.apply(parsed(entry(2.0, TS)), decode)
     (old,) = db.execute("SELECT id FROM feeds").fetchone()  # type: ignore[misc]
@@ -106,7 +111,7 @@ def test_a_batch_of_a_feed_deleted_since_its_id_was_cached_is_written_under_a_ne
 
 def test_a_feed_that_still_has_snapshots_cannot_be_deleted(database_url: str, db: Conn) -> None:
     # Given a feed with a snapshot
-    writer = Writer(database_url, deadline_s=30.0, feed_id_cache=1000, market_cache=1000)
+    writer = new_writer(database_url)
     try:
         writer.apply(parsed(entry(2.0, TS)), memo_decoder(payload_decoder(decode_data)))
     finally:
