@@ -297,7 +297,7 @@ def _group(
 ) -> GroupStatus:
     name = _text(info["name"])
     last = stream_id(info["last-delivered-id"])
-    behind = undelivered(client, stream, last, length)
+    behind = undelivered(client, stream, info, length)
     for row in client.xinfo_consumers(stream, name):
         who = _text(row["name"])
         c = consumers.setdefault((name, who), ConsumerStatus(name, who))
