@@ -1,4 +1,4 @@
-"""`python -m tests.bench [--quick] [--backlog N] [--only-large | --only-speed]`: pipeline performance.
+"""`python -m tests.bench [--quick] [--backlog N] [--cycles N] [--only-large | --only-speed]`: performance.
 
 Consumers run as real processes, as in production. Throughput is timed on a pre-filled backlog: the
 consumers are started and warmed up first (leases spread, opening lines written), then paused with SIGSTOP
@@ -26,6 +26,12 @@ def main(argv: list[str] | None = None) -> int:
         "--feeds", type=int, help="distinct feeds for the memory-growth run (default 1,000,000)"
     )
     parser.add_argument(
+        "--cycles",
+        type=int,
+        default=5,
+        help="cycles in each timed backlog (default 5); a longer drain shows costs that grow with it",
+    )
+    parser.add_argument(
         "--only-large", action="store_true", help="only the row of 5,000-market snapshots (1,200 of them)"
     )
     parser.add_argument(
@@ -38,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     quick = args.quick
     size = Size(
         events=200 if quick else 2000,
-        backlog_cycles=5,
+        backlog_cycles=args.cycles,
         latency_s=4.0 if quick else 15.0,
         rss_backlog=args.backlog or (20_000 if quick else 1_000_000),
         feeds=args.feeds or (50_000 if quick else 1_000_000),
