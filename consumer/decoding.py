@@ -21,7 +21,7 @@ A revision also says which markets it changes against the last decode, so that t
 feed's stored markets are that decode's, takes the changes instead of comparing forty markets.
 
 Whatever is unusual (another top-level key, a market with extra fields, an invalid value, a market twice)
-goes to shared.wire.decode_data, which accepts and rejects exactly as before and says what is wrong. The
+goes to shared.wire_data.decode_data, which accepts and rejects exactly as before and says what is wrong. The
 shortcuts only ever return what decode_data would return.
 """
 
@@ -47,14 +47,12 @@ from shared.wire import (
     Decoded,
     MarketRow,
     data_head,
-    decode_data,
     fingerprint,
     pack_row,
     packed_data,
     row_key,
-    shared_labels,
-    unpack_limited,
 )
+from shared.wire_data import decode_data, shared_labels, unpack_limited
 
 _MARKET_KEYS = set(CANONICAL_KEYS)
 _PLACES_LIMIT = 10_000

@@ -14,7 +14,8 @@ from collections.abc import Callable, Sequence
 
 import msgpack
 
-from shared.wire import CANONICAL_KEYS, Labels
+from shared.wire import CANONICAL_KEYS
+from shared.wire_data import Labels
 
 # The order of a market's keys and of its outcome names in a producer's bytes; None for canonical bytes.
 Shape = tuple[tuple[str, ...], tuple[str, ...]] | None

@@ -16,7 +16,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from consumer.plan import Entry, FeedState, Plan, memo_decoder, parse, plan
-from shared.wire import Market, canonical_markets, decode_data, fingerprint
+from shared.wire import Market, canonical_markets, fingerprint
+from shared.wire_data import decode_data
 from tests.fuzzing import counted, new_example
 from tests.test_plan import payload_decoder
 

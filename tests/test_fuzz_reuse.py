@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 
 from consumer.decoding import ReusingDecoder
 from consumer.plan import Change, Decoder, Entry, FeedState, memo_decoder, parse, plan
-from shared.wire import Decoded, InvalidEntry, MarketRow, decode_data
+from shared.wire import Decoded, InvalidEntry, MarketRow
+from shared.wire_data import decode_data
 from tests.fuzzing import DAMAGE, PAYLOADS, counted, damaged, new_example
 
 # One decoder for every example, and one feed, so each payload meets the one before as that feed's last:

@@ -18,10 +18,10 @@ from shared.wire import (
     InvalidEntry,
     Market,
     canonical_markets,
-    decode_data,
     fingerprint,
     parse_envelope,
 )
+from shared.wire_data import decode_data
 from tests.fuzzing import DAMAGE, PAYLOADS, SCALARS, counted, damaged, new_example, pack, readable
 
 MAX_ENTRY_BYTES = 1_048_576

@@ -14,7 +14,8 @@ import redis
 from consumer.daemon import Daemon
 from producer.publisher import Publisher
 from shared.settings import Settings
-from shared.wire import DataLimits, InvalidEntry, Market, Snapshot, canonical_markets, decode_data
+from shared.wire import DataLimits, InvalidEntry, Market, Snapshot, canonical_markets
+from shared.wire_data import decode_data
 from tests.absurd import SHAPES
 from tests.history import count_snapshot_rows
 from tests.support import dead_letters, drain

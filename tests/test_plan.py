@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from consumer.plan import EMPTY_FEED, Decoder, Entry, FeedState, Parsed, memo_decoder, parse, plan
-from shared.wire import Decoded, Market, Snapshot, decode_data, encode, market_row
+from shared.wire import Decoded, Market, Snapshot, encode, market_row
+from shared.wire_data import decode_data
 
 
 def payload_decoder(decode_data: Callable[..., Decoded]) -> Decoder:

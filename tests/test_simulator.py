@@ -10,7 +10,8 @@ import pytest
 
 import producer.simulator as simulator
 from producer.simulator import MAX_MARKETS, MIN_ODDS, ODDS_CAP, SimulationSpec, Simulator
-from shared.wire import Market, Snapshot, decode_data, encode, parse_envelope
+from shared.wire import Market, Snapshot, encode, parse_envelope
+from shared.wire_data import decode_data
 
 TS = 1_795_000_000_000
 BOOKMAKERS = ("sportybet", "bet9ja", "betking")

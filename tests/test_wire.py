@@ -7,7 +7,8 @@ import math
 import msgpack
 import pytest
 
-from shared.wire import InvalidEntry, Market, Snapshot, decode_data, encode, fingerprint, parse_envelope
+from shared.wire import InvalidEntry, Market, Snapshot, encode, fingerprint, parse_envelope
+from shared.wire_data import decode_data
 
 LIMIT = 1_048_576
 

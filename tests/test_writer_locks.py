@@ -16,7 +16,8 @@ import pytest
 from consumer.plan import Entry, Plan, memo_decoder
 from consumer.writer import Writer
 from shared.db import psycopg_url
-from shared.wire import Snapshot, decode_data, encode
+from shared.wire import Snapshot, encode
+from shared.wire_data import decode_data
 from tests.test_plan import TS, entry, parsed, payload_decoder
 
 Conn = psycopg.Connection[tuple[object, ...]]

@@ -13,7 +13,8 @@ from collections.abc import Callable
 import msgpack
 
 from producer.simulator import SimulationSpec, Simulator
-from shared.wire import InvalidEntry, canonical_markets, decode_data
+from shared.wire import InvalidEntry, canonical_markets
+from shared.wire_data import decode_data
 from tests.absurd import SHAPES
 
 
