@@ -1,14 +1,13 @@
-"""A group's backlog on one stream: exact while it is small, Redis's own lag once it is large.
+"""A group's backlog on one stream: counted while it fits a page, Redis's own lag beyond.
 
-XINFO GROUPS reports a lag, but Redis 7.0 keeps counting entries trimmed before they were delivered (the
-hard cap does that), so a small backlog is counted from the stream itself. Counting reads entries, a
-megabyte a page, so a large backlog is not counted: there the lag is taken, capped at the stream's length.
-It is never below the true count (entries the group has not read were either trimmed or are still there),
-and it overstates it only by entries the hard cap deleted, which are counted and alerted on as lost.
-Counting a draining backlog of 45,000 entries a shard held Redis, and the consumer that counted it for
-its metrics, for a second every five seconds. With no lag (XDEL in the backlog makes Redis withhold it),
-the whole backlog is counted, reading only the shorter side. The consumer's status and metrics and the
-producer's progress lines all use this one count.
+XINFO GROUPS reports a lag, but Redis 7.0 counts entries trimmed before they were delivered (the hard cap
+does that) for as long as the group lives. So one page is counted from the group's position: a backlog
+that fits it is exact, a drained shard shows 0. Counting further would read the whole backlog, a megabyte
+a page: a consumer draining 45,000 entries a shard stalled for a second every five seconds counting it for
+its metrics. So a backlog of a page or more is the lag, capped at the stream's length: never below the
+true count, and above it by the entries the hard cap ever deleted unread (counted and alerted on as lost).
+With no lag (XDEL in the backlog makes Redis withhold it), the whole backlog is counted, reading only the
+shorter side. The consumer's status and metrics and the producer's progress lines all use this one count.
 """
 
 from __future__ import annotations
@@ -45,15 +44,13 @@ def undelivered(client: Client, stream: str, group: Mapping[str, Any], length: i
     of the group yet."""
     pivot = next_id(stream_id(group["last-delivered-id"]))
     lag = group.get("lag")
-    if lag is not None:
-        bound = min(int(lag), length)
-        if bound >= PAGE:
-            return bound
-        # The true count is at most the bound, so one page holds it, whatever the hard cap did.
-        counted, _ = _count_page(client, stream, format_id(pivot), "+", backwards=False)
-        if counted < PAGE:
-            return counted
-    return max(0, length - count_below(client, stream, pivot, length))
+    if lag is None:
+        return max(0, length - count_below(client, stream, pivot, length))
+    counted, _ = _count_page(client, stream, format_id(pivot), "+", backwards=False)
+    if counted < PAGE:
+        return counted
+    # A full page proves a page; the lag is never below the truth, the length never below it either.
+    return max(PAGE, min(int(lag), length))
 
 
 def group_backlog(client: Client, stream: str, group: str) -> tuple[int, int]:

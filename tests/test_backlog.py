@@ -1,4 +1,4 @@
-"""A group's backlog on the real Redis: exact while small, Redis's lag (never below the truth) once large."""
+"""A group's backlog on the real Redis: exact within a page, Redis's lag (never below the truth) beyond."""
 
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ def test_a_small_backlog_is_counted_even_where_the_hard_cap_made_redis_lag_wrong
     assert pending == 40
 
 
-def test_a_large_backlog_is_redis_lag_and_reads_no_page(client: redis.Redis, keys: Keys) -> None:
+def test_a_large_backlog_is_redis_lag_after_reading_one_page(client: redis.Redis, keys: Keys) -> None:
     # Given a group that read 300 of three pages of entries
     stream = keys.shard(0)
     fill(client, stream, 3 * PAGE)
@@ -62,8 +62,8 @@ def test_a_large_backlog_is_redis_lag_and_reads_no_page(client: redis.Redis, key
     read_before = pages_read(client)
     # When the backlog is counted
     _, undelivered = group_backlog(client, stream, keys.group)
-    # Then it is exact without reading a single page of entries
-    assert pages_read(client) == read_before
+    # Then it is exact, and only one page of the 2,700 entries was read
+    assert pages_read(client) == read_before + 1
     assert undelivered == truly_undelivered(client, keys, stream)
 
 
@@ -82,3 +82,20 @@ def test_a_large_backlog_after_the_hard_cap_is_never_below_the_truth(client: red
     truth = truly_undelivered(client, keys, stream)
     assert truth <= undelivered <= truth + PAGE - 100
     assert undelivered <= client.xlen(stream)
+
+
+def test_a_group_at_the_end_of_its_stream_has_nothing_to_read_whatever_its_lag_says(
+    client: redis.Redis, keys: Keys
+) -> None:
+    # Given a hard-cap trim of more than a page the group had not read, then the group reading to the end,
+    # with the entries it read still in the stream (acknowledged, not trimmed yet)
+    stream = keys.shard(0)
+    fill(client, stream, 4 * PAGE)
+    client.xgroup_create(stream, keys.group, id="0")
+    deliver(client, keys, stream, 100)
+    client.xtrim(stream, maxlen=2 * PAGE, approximate=False)
+    deliver(client, keys, stream, 2 * PAGE)
+    # When the backlog is counted
+    _, undelivered = group_backlog(client, stream, keys.group)
+    # Then nothing is left to read: a drained shard shows as drained (resharding waits for that)
+    assert undelivered == truly_undelivered(client, keys, stream)
