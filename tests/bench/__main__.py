@@ -41,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     add_server_options(parser)
     args = parser.parse_args(argv)
+    if args.cycles < 1:
+        parser.error("--cycles must be at least 1")
     quick = args.quick
     size = Size(
         events=200 if quick else 2000,
