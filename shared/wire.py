@@ -104,6 +104,10 @@ class MarketRow(NamedTuple):
     odds: tuple[float, ...]
 
 
+CANONICAL_KEYS = ("market", "specifier", "outcomes")  # a market's keys, in the order canonical data has them
+row_key = itemgetter(0, 1)  # a MarketRow's (market, specifier): what orders and names the markets of a feed
+
+
 @dataclass(frozen=True, slots=True)
 class Envelope:
     """An entry whose header fields are checked; its data is still undecoded bytes."""
@@ -214,10 +218,6 @@ def _parse_envelope(fields: Mapping[bytes, bytes], max_entry_bytes: int) -> Enve
     if not BOOKMAKER_SLUG.fullmatch(bookmaker):
         raise InvalidEntry(f"bookmaker {_show(bookmaker)} is not a slug of [a-z0-9_-]{{1,32}}")
     return Envelope(checked_text("event", fields[b"event"], 1), bookmaker.decode(), _ts(fields[b"ts"]), data)
-
-
-CANONICAL_KEYS = ("market", "specifier", "outcomes")  # a market's keys, in the order canonical data has them
-row_key = itemgetter(0, 1)  # a MarketRow's (market, specifier): what orders and names the markets of a feed
 
 
 def checked_text(where: str, value: Any, min_chars: int) -> str:
