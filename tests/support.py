@@ -31,6 +31,22 @@ def fail_fast_client(url: str, timeout_s: float = 0.5) -> Client:
     return client
 
 
+def fill(client: redis.Redis, stream: str, n: int) -> list[bytes]:
+    """n small entries added to stream; their ids."""
+    pipe = client.pipeline(transaction=False)
+    for i in range(n):
+        pipe.xadd(stream, {"i": i})
+    return list(pipe.execute())
+
+
+def read(
+    client: redis.Redis, keys: Keys, consumer: str, stream: str, count: int, start: str = ">"
+) -> list[bytes]:
+    """XREADGROUP for consumer in the test group; the ids delivered."""
+    reply = client.xreadgroup(keys.group, consumer, {stream: start}, count=count)
+    return [entry_id for _, entries in reply for entry_id, _ in entries]
+
+
 def connection_flags(settings: Settings) -> list[str]:
     """The command-line flags that point a CLI command at these settings' Redis and keys."""
     return [

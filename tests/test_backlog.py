@@ -8,17 +8,7 @@ import redis
 
 from shared.backlog import PAGE, group_backlog
 from shared.keys import Keys
-
-
-def fill(client: redis.Redis, stream: str, n: int) -> None:
-    pipe = client.pipeline(transaction=False)
-    for i in range(n):
-        pipe.xadd(stream, {"i": i})
-    pipe.execute()
-
-
-def deliver(client: redis.Redis, keys: Keys, stream: str, count: int) -> None:
-    client.xreadgroup(keys.group, "c1", {stream: ">"}, count=count)
+from tests.support import fill, read
 
 
 def group_row(client: redis.Redis, keys: Keys, stream: str) -> dict[str, Any]:
@@ -42,9 +32,9 @@ def test_a_small_backlog_is_counted_even_where_the_hard_cap_made_redis_lag_wrong
     stream = keys.shard(0)
     fill(client, stream, 100)
     client.xgroup_create(stream, keys.group, id="0")
-    deliver(client, keys, stream, 30)
+    read(client, keys, "c1", stream, 30)
     client.xtrim(stream, maxlen=50, approximate=False)
-    deliver(client, keys, stream, 10)
+    read(client, keys, "c1", stream, 10)
     expected = truly_undelivered(client, keys, stream)  # Redis 7.0's lag still counts the 20 trimmed
     # When the backlog is counted
     pending, undelivered = group_backlog(client, stream, keys.group)
@@ -58,7 +48,7 @@ def test_a_large_backlog_is_redis_lag_after_reading_one_page(client: redis.Redis
     stream = keys.shard(0)
     fill(client, stream, 3 * PAGE)
     client.xgroup_create(stream, keys.group, id="0")
-    deliver(client, keys, stream, 300)
+    read(client, keys, "c1", stream, 300)
     read_before = pages_read(client)
     # When the backlog is counted
     _, undelivered = group_backlog(client, stream, keys.group)
@@ -73,9 +63,9 @@ def test_a_large_backlog_after_the_hard_cap_is_never_below_the_truth(client: red
     stream = keys.shard(0)
     fill(client, stream, 3 * PAGE)
     client.xgroup_create(stream, keys.group, id="0")
-    deliver(client, keys, stream, 100)
+    read(client, keys, "c1", stream, 100)
     client.xtrim(stream, maxlen=2 * PAGE, approximate=False)
-    deliver(client, keys, stream, 500)
+    read(client, keys, "c1", stream, 500)
     # When the backlog is counted
     _, undelivered = group_backlog(client, stream, keys.group)
     # Then it is at least what is left to read, and overstates it at most by what the trim deleted unread
@@ -92,9 +82,9 @@ def test_a_group_at_the_end_of_its_stream_has_nothing_to_read_whatever_its_lag_s
     stream = keys.shard(0)
     fill(client, stream, 4 * PAGE)
     client.xgroup_create(stream, keys.group, id="0")
-    deliver(client, keys, stream, 100)
+    read(client, keys, "c1", stream, 100)
     client.xtrim(stream, maxlen=2 * PAGE, approximate=False)
-    deliver(client, keys, stream, 2 * PAGE)
+    read(client, keys, "c1", stream, 2 * PAGE)
     # When the backlog is counted
     _, undelivered = group_backlog(client, stream, keys.group)
     # Then nothing is left to read: a drained shard shows as drained (resharding waits for that)

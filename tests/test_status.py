@@ -21,23 +21,9 @@ from shared.keys import Keys
 from shared.settings import Settings
 from shared.trim import trim
 from shared.wire import Market, Snapshot
-from tests.support import connection_flags, dead_letter
+from tests.support import connection_flags, dead_letter, fill, read
 
 Conn = psycopg.Connection[tuple[object, ...]]
-
-
-def fill(client: redis.Redis, stream: str, n: int) -> list[bytes]:
-    pipe = client.pipeline(transaction=False)
-    for i in range(n):
-        pipe.xadd(stream, {"i": i})
-    return list(pipe.execute())
-
-
-def read(
-    client: redis.Redis, keys: Keys, consumer: str, stream: str, count: int, start: str = ">"
-) -> list[bytes]:
-    reply = client.xreadgroup(keys.group, consumer, {stream: start}, count=count)
-    return [entry_id for _, entries in reply for entry_id, _ in entries]
 
 
 def cli(settings: Settings, *extra: str) -> list[str]:
